@@ -1,0 +1,3 @@
+from lrlab.cli import main
+
+raise SystemExit(main())
