@@ -63,6 +63,7 @@ from lrlab.lab.idx import read_idx_images, read_idx_labels
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "classification", "blobs")
 
 DATA_ENV = "LRLAB_DATA"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 
 IDX_FILES: dict[str, str] = {
     "x_train": "train-images-idx3-ubyte",
@@ -222,7 +223,7 @@ def search_roots(data_dir: str | Path | None = None) -> list[Path]:
     env = os.environ.get(DATA_ENV, "").strip()
     if env:
         roots.append(Path(env).expanduser())
-    roots += [Path.home() / ".cache" / "lrlab", Path("/usr/share/datasets"), Path("data")]
+    roots += [Path.home() / ".cache" / "lrlab", SYSTEM_DATA_DIR, Path("data")]
     return roots
 
 
