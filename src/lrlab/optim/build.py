@@ -1,0 +1,133 @@
+"""Build an optimizer by name: ``build_optimizer("adamw", model, lr=3e-4, weight_decay=0.05)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrlab.errors import LrlabError
+from lrlab.optim.groups import param_groups, parameters_of
+from lrlab.optim.lion import Lion
+from lrlab.optim.teaching import AdamNoBias, NormalizedSGD
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How a name maps to a class: fixed settings, default and allowed hyper keywords."""
+
+    cls: Callable[..., torch.optim.Optimizer]
+    summary: str
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    allowed: tuple[str, ...] = ()
+
+
+_ADAM = ("betas", "eps", "maximize", "foreach", "fused")
+_SPECS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(torch.optim.SGD, "plain SGD: p -= lr*g (torch.optim.SGD)",
+                         allowed=("momentum", "dampening", "maximize", "foreach")),
+    "momentum": OptimizerSpec(torch.optim.SGD, "SGD with heavy-ball momentum 0.9 "
+                              "(torch.optim.SGD)", defaults={"momentum": 0.9},
+                              allowed=("momentum", "dampening", "maximize", "foreach")),
+    "nesterov": OptimizerSpec(torch.optim.SGD, "SGD with Nesterov momentum 0.9 "
+                              "(torch.optim.SGD)", fixed={"nesterov": True},
+                              defaults={"momentum": 0.9},
+                              allowed=("momentum", "maximize", "foreach")),
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, "RMSProp: g/sqrt(EMA of g^2), alpha=0.99 "
+                             "(torch.optim.RMSprop)",
+                             allowed=("alpha", "eps", "momentum", "centered", "maximize",
+                                      "foreach")),
+    "adam": OptimizerSpec(torch.optim.Adam, "Adam with bias correction, L2 weight decay "
+                          "coupled into the gradient (torch.optim.Adam)", allowed=_ADAM),
+    "adamw": OptimizerSpec(torch.optim.AdamW, "AdamW: Adam with decoupled weight decay "
+                           "(torch.optim.AdamW)", allowed=_ADAM),
+    "amsgrad": OptimizerSpec(torch.optim.Adam, "AMSGrad: Adam with a running max of v "
+                             "(torch.optim.Adam, amsgrad=True)", fixed={"amsgrad": True},
+                             allowed=_ADAM),
+    "lion": OptimizerSpec(Lion, "Lion: sign of interpolated momentum, decoupled weight decay; "
+                          "use ~3-10x smaller lr than AdamW (lrlab.optim.Lion)",
+                          allowed=("betas", "maximize", "impl")),
+    "adam-nobias": OptimizerSpec(AdamNoBias, "Adam without bias correction, to show why it "
+                                 "matters (lrlab.optim.AdamNoBias)", allowed=("betas", "eps")),
+    "nsgd": OptimizerSpec(NormalizedSGD, "normalised SGD: steps along g/||g|| per tensor with "
+                          "momentum 0.9 (lrlab.optim.NormalizedSGD)",
+                          allowed=("momentum", "eps")),
+}
+
+OPTIMIZERS: tuple[str, ...] = tuple(_SPECS)
+
+
+def _spec(name: str) -> OptimizerSpec:
+    key = str(name).strip().lower()
+    if key not in _SPECS:
+        raise LrlabError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+    return _SPECS[key]
+
+
+def describe_optimizer(name: str) -> str:
+    """One line describing optimizer ``name`` (for CLI help)."""
+    spec = _spec(name)
+    hyper = ", ".join(spec.allowed) or "none"
+    return f"{name.strip().lower()}: {spec.summary}; hyper: {hyper}"
+
+
+def build_optimizer(name: str, model_or_params: nn.Module | Iterable[Any], lr: float,
+                    weight_decay: float = 0.0, *, no_decay: Iterable[str] = (),
+                    lr_mult: Mapping[str, float] | None = None,
+                    layer_decay: float | None = None, **hyper: Any) -> torch.optim.Optimizer:
+    """Construct optimizer ``name`` (one of :data:`OPTIMIZERS`).
+
+    A model is split by :func:`lrlab.optim.param_groups` (no decay on biases, norms, 1-D
+    params and ``model.no_weight_decay()``; ``lr_mult`` and ``layer_decay`` as there); an
+    iterable of parameters or of group dicts is passed through with ``weight_decay`` as the
+    default. Every group carries ``initial_lr`` (its peak LR). ``hyper`` holds the
+    optimizer's own keywords (``betas``, ``momentum``, ``eps``, ``alpha``, ...); a keyword
+    the optimizer does not take raises :class:`LrlabError`.
+    """
+    spec = _spec(name)
+    key = str(name).strip().lower()
+    bad = sorted(k for k in hyper if k not in spec.allowed)
+    if bad:
+        valid = ", ".join(spec.allowed) or "none"
+        raise LrlabError(f"optimizer {key!r} does not take {', '.join(map(repr, bad))}; "
+                         f"valid keywords: {valid}")
+    try:
+        lr_f = float(lr)
+        wd_f = float(weight_decay)
+    except (TypeError, ValueError):
+        raise LrlabError(f"lr and weight_decay must be numbers, got {lr!r}, "
+                         f"{weight_decay!r}") from None
+    if not lr_f >= 0.0:
+        raise LrlabError(f"lr must be >= 0, got {lr_f}")
+    if not wd_f >= 0.0:
+        raise LrlabError(f"weight_decay must be >= 0, got {wd_f}")
+
+    if isinstance(model_or_params, nn.Module):
+        params: list[Any] = param_groups(model_or_params, wd_f, lr=lr_f, no_decay=no_decay,
+                                         lr_mult=lr_mult, layer_decay=layer_decay)
+    else:
+        if lr_mult or layer_decay is not None or tuple(no_decay):
+            raise LrlabError("no_decay, lr_mult and layer_decay need a model, not parameters")
+        params = parameters_of(model_or_params)
+        if params and isinstance(params[0], dict):
+            params = [dict(g) for g in params]
+            for g in params:
+                g.setdefault("lr", lr_f)
+                g.setdefault("initial_lr", g["lr"])
+    if not params:
+        raise LrlabError(f"optimizer {key!r} got no parameters to optimise")
+    kwargs = {**spec.defaults, **hyper, **spec.fixed, "lr": lr_f, "weight_decay": wd_f}
+    try:
+        opt = spec.cls(params, **kwargs)
+    except LrlabError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LrlabError(f"optimizer {key!r}: {first}") from None
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+    return opt
