@@ -1,0 +1,237 @@
+"""Command line: thin argument parsing; every command calls one library function.
+
+A user error (``LrlabError``, a bad flag, an unreadable file) is one line on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from lrlab.errors import LrlabError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# -- lrlab schedule ---------------------------------------------------------------------------
+def _add_schedule(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "schedule",
+        help="print (and plot) the LR of a schedule spec per update or per epoch",
+        description="Print the LR a schedule gives per update (or per epoch), as a table, csv or "
+        "json, with a terminal sparkline; --plot writes a PNG, --compare overlays more specs. "
+        'Example: lrlab schedule "warmup(5) >> cosine(end=0.01)" --lr 0.5 --steps 20',
+    )
+    p.add_argument("spec", help='schedule spec, e.g. "warmup(5%%) >> cosine(end=0.01)"')
+    p.add_argument("--lr", type=_finite_float, default=1.0, help="peak LR (default 1: multipliers)")
+    p.add_argument("--steps", type=_positive_int, help="total optimizer updates")
+    p.add_argument("--epochs", type=_positive_int, help="total epochs (with --steps-per-epoch)")
+    p.add_argument("--steps-per-epoch", type=_positive_int, help="updates per epoch")
+    p.add_argument("--per", choices=["step", "epoch"], default="step",
+                   help="step the schedule per update (default) or per epoch")
+    p.add_argument("--beta2", type=_finite_float, help="optimizer beta2 for warmup(auto)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--every", type=_positive_int, default=1, help="print every N-th row")
+    p.add_argument("--plot", metavar="FILE.png", help="write a plot of the curve(s)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="SPEC",
+                   help="more specs to overlay")
+    p.add_argument("--no-curve", action="store_true", help="no terminal sparkline")
+    p.set_defaults(func=_cmd_schedule)
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from lrlab.schedule_view import build_view, format_view, plot_view, terminal_curves
+
+    view = build_view([args.spec, *args.compare], lr=args.lr, steps=args.steps,
+                      epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, per=args.per,
+                      beta2=args.beta2)
+    print(format_view(view, args.format, args.every))
+    if args.format == "table" and not args.no_curve:
+        print()
+        print(terminal_curves(view))
+    if args.plot:
+        path = plot_view(view, args.plot)
+        print(f"plot written to {path}", file=sys.stderr if args.format != "table" else sys.stdout)
+    return 0
+
+
+# -- lrlab train ------------------------------------------------------------------------------
+def _betas(text: str) -> tuple[float, float]:
+    parts = text.replace(",", " ").split()
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.9,0.999, got {text!r}") \
+            from None
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers like 0.9,0.999, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _lr(text: str) -> float | str:
+    return "auto" if text == "auto" else _finite_float(text)
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of one run, shared by ``train`` and ``find-lr``; defaults come from TrainConfig."""
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", default=S,
+                   help="fashion-mnist (default), mnist, classification, blobs")
+    g.add_argument("--data-dir", default=S, help="directory with the IDX files")
+    g.add_argument("--limit", type=_positive_int, default=S,
+                   help="use the first N training examples")
+    g.add_argument("--model", default=S, help="lenet or mlp (default: by dataset)")
+    g.add_argument("--hidden", default=S, help="MLP hidden sizes, e.g. 100-50")
+    g = p.add_argument_group("optimizer and schedule")
+    g.add_argument("--optimizer", default=S, help="sgd, momentum, nesterov, rmsprop, adam, adamw "
+                   "(default), amsgrad, lion, adam-nobias, nsgd")
+    g.add_argument("--lr", type=_lr, default=S, help="peak LR, or 'auto' (LR range test first)")
+    g.add_argument("--weight-decay", type=_finite_float, default=S)
+    g.add_argument("--betas", type=_betas, default=S, help="e.g. 0.9,0.999")
+    g.add_argument("--momentum", type=_finite_float, default=S)
+    g.add_argument("--eps", type=_finite_float, default=S)
+    g.add_argument("--schedule", default=S, help='spec, e.g. "warmup(1ep) >> cosine()"')
+    g.add_argument("--per", choices=["step", "epoch"], default=S,
+                   help="step the schedule per update (default) or per epoch")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=_positive_int, default=S)
+    g.add_argument("--batch-size", type=_positive_int, default=S, help="per-rank batch")
+    g.add_argument("--accumulate", type=_positive_int, default=S,
+                   help="gradient-accumulation steps per update")
+    g.add_argument("--scale-lr", choices=["none", "linear", "sqrt"], default=S,
+                   help="scale --lr from --ref-batch to the global batch")
+    g.add_argument("--ref-batch", type=_positive_int, default=S)
+    g.add_argument("--seed", type=int, default=S)
+    g.add_argument("--amp", choices=["auto", "bf16", "off"], default=S,
+                   help="bf16 autocast (auto: on CUDA only)")
+    g.add_argument("--channels-last", action="store_true", default=S)
+    g = p.add_argument_group("execution")
+    g.add_argument("--out", default=S, help="parent directory of runs (default runs)")
+    g.add_argument("--name", default=S, help="run directory name (default: derived)")
+    g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
+    g.add_argument("--threads", type=_positive_int, default=S, help="torch CPU threads")
+    g.add_argument("--update-ratio", action="store_true", default=S,
+                   help="record per-layer update/weight ratios")
+    g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:  # noqa: F821
+    from lrlab.lab.config import TrainConfig, config_from_dict, load_toml
+
+    data: dict = {}
+    if getattr(args, "config", None):
+        data.update(load_toml(args.config))
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    for key, value in vars(args).items():
+        if key in names:
+            data[key] = value
+    return config_from_dict(data, source=getattr(args, "config", None) or "flags")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one run and record it",
+                       description="Train a model with an optimizer and a schedule; the run is "
+                       "recorded in OUT/NAME (config.json, metrics.jsonl, checkpoint.pt, "
+                       "summary.json).")
+    add_train_flags(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue an interrupted run (this config's, or RUN_DIR's)")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lrlab.lab.config import config_of_run
+    from lrlab.lab.trainer import train
+
+    if isinstance(args.resume, str):
+        config = config_of_run(args.resume)
+        for key in ("quiet", "device", "threads"):
+            if key in vars(args):
+                setattr(config, key, getattr(args, key))
+    else:
+        config = config_from_args(args)
+    result = train(config, resume=bool(args.resume))
+    s = result.summary
+    acc = s.get("final_test_acc")
+    best = s.get("best_test_acc")
+    line = f"{result.status}: "
+    line += f"final test acc {acc:.4f} (best {best:.4f})" if acc is not None else "no epoch done"
+    if s.get("time_s") is not None:
+        line += f", {s['time_s']:.1f}s"
+    if s.get("examples_per_s"):
+        line += f", {s['examples_per_s']:.0f} ex/s"
+    if result.status == "diverged" and s.get("diverged_at"):
+        d = s["diverged_at"]
+        line += f"; diverged at update {d['update']} with lr {d['lr']:.4g}"
+    print(line)
+    print(f"run: {result.path}")
+    if result.status == "interrupted":
+        print(f"continue with: lrlab train --resume {result.path}")
+        return 130
+    return 0
+
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_schedule, _add_train]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lrlab import __version__
+
+    parser = _Parser(prog="lrlab", description="Learning-rate schedules, optimizers and a lab "
+                     "that trains, compares and plots them.")
+    parser.add_argument("--version", action="version", version=f"lrlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LrlabError as exc:
+        message = " ".join(str(exc).split())
+        print(f"lrlab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lrlab {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lrlab {args.command}: interrupted", file=sys.stderr)
+        return 130
