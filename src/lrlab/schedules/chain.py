@@ -1,0 +1,248 @@
+"""The Schedule base class and chaining of phases with ``>>``.
+
+A schedule is a tuple of phases plus an optional :class:`Plateau`. Phase ``i`` starts
+where phase ``i-1`` ends and sees local time ``u = t - start``.
+
+Resolution (:meth:`Schedule.resolve`) walks the phases once, left to right:
+
+- a phase with a length (``steps=``, or warmup's own length) takes that many updates;
+- the last phase without a length runs to the end of training, ``total_steps - start``;
+  when ``total_steps`` is unknown it stays open-ended, which only phases that do not need
+  their length may do (constant, exp, rsqrt, factor, multistep, restarts(period=));
+- a phase without a length that is not last is an error (where would the next start?);
+- lengths must be positive and must fit in training when ``total_steps`` is known;
+- every duration becomes a whole number of updates and every absolute LR (``end_lr=``,
+  ``start_lr=``, ``floor_lr=``) becomes a multiplier of ``peak_lr``.
+
+A schedule that needs nothing from a :class:`Context` (``warmup(4)``, ``cosine(steps=100)``)
+can be called directly; otherwise calling it raises a SpecError saying what to resolve.
+Evaluation is closed form: ``s(t)`` costs O(log phases) and ``s.values(n)`` O(n + phases).
+The plateau is not part of ``s(t)``: it is a separate, metric-driven factor (see
+:mod:`lrlab.schedules.onplateau`) that the torch adapter multiplies in.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Any
+
+from lrlab.errors import SpecError
+from lrlab.schedules.onplateau import Plateau
+from lrlab.schedules.units import Context, Duration
+
+
+class Schedule:
+    """Maps the 0-based update index ``t`` to a multiplier of the peak LR.
+
+    Subclasses provide ``phases`` (tuple of phases) and ``plateau`` (Plateau or None).
+    """
+
+    phases: tuple[Any, ...]
+    plateau: Plateau | None
+
+    @property
+    def has_plateau(self) -> bool:
+        """True when a metric-driven ``* plateau(...)`` factor is attached."""
+        return self.plateau is not None
+
+    def without_plateau(self) -> Schedule:
+        """The same schedule with its plateau removed."""
+        return _make(self.phases, None)
+
+    # -- resolution -------------------------------------------------------------------
+    def resolve(self, ctx: Context | None = None) -> Schedule:
+        """An equal-valued schedule with every duration in updates and every absolute LR
+        turned into a multiplier; SpecError naming whatever ``ctx`` lacks."""
+        if ctx is None:
+            ctx = Context()
+        if not isinstance(ctx, Context):
+            raise SpecError(f"resolve() takes a Context, got {type(ctx).__name__}")
+        return _make(_resolve_phases(self.phases, ctx), self.plateau)
+
+    @functools.cached_property
+    def _plan(self) -> _Plan:
+        try:
+            resolved = self.resolve(Context())
+        except SpecError as e:
+            raise SpecError(
+                f"cannot evaluate '{self}' before it is resolved ({e}); "
+                "call .resolve(Context(total_steps=..., ...)) first"
+            ) from None
+        return _Plan(resolved.phases)
+
+    # -- evaluation -------------------------------------------------------------------
+    def __call__(self, t: int) -> float:
+        """Multiplier for the 0-based update index ``t``."""
+        t = _check_index(t, "t")
+        plan = self._plan
+        i = plan.index(t)
+        return plan.phases[i]._value(t - plan.starts[i])
+
+    def values(self, n: int, start: int = 0) -> list[float]:
+        """``[self(start), ..., self(start + n - 1)]`` in O(n) total."""
+        n = _check_index(n, "n")
+        t = _check_index(start, "start")
+        plan = self._plan
+        stop = t + n
+        out: list[float] = []
+        while t < stop:
+            i = plan.index(t)
+            seg_end = plan.starts[i + 1] if i + 1 < len(plan.starts) else stop
+            k = min(stop, seg_end) - t
+            out.extend(plan.phases[i]._values(t - plan.starts[i], k))
+            t += k
+        return out
+
+    def boundaries(self) -> list[int]:
+        """Update indices where each phase after the first starts."""
+        return list(self._plan.starts[1:])
+
+    def phase_at(self, t: int) -> str:
+        """Name of the phase active at update ``t`` (``"warmup"``, ``"cosine"``, ...)."""
+        t = _check_index(t, "t")
+        plan = self._plan
+        return plan.phases[plan.index(t)].name
+
+    # -- composition ------------------------------------------------------------------
+    def __rshift__(self, other: Schedule | str) -> Schedule:
+        if isinstance(other, str):
+            from lrlab.schedules.parse import parse
+
+            other = parse(other)
+        if not isinstance(other, Schedule):
+            return NotImplemented
+        plateaus = [s.plateau for s in (self, other) if s.plateau is not None]
+        if len(plateaus) > 1:
+            raise SpecError("a schedule can have only one plateau(...)")
+        return _make(self.phases + other.phases, plateaus[0] if plateaus else None)
+
+    def __rrshift__(self, other: str) -> Schedule:
+        if isinstance(other, str):
+            from lrlab.schedules.parse import parse
+
+            return parse(other) >> self
+        return NotImplemented
+
+    def __mul__(self, other: Plateau) -> Schedule:
+        if not isinstance(other, Plateau):
+            return NotImplemented
+        if self.plateau is not None:
+            raise SpecError("a schedule can have only one plateau(...)")
+        return Chain(self.phases, other)
+
+    def __repr__(self) -> str:
+        return f"parse({str(self)!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class Chain(Schedule):
+    """Phases run one after another, optionally times a plateau factor.
+
+    Built by ``a >> b`` and ``s * plateau(...)``; always flat (``a >> (b >> c)`` equals
+    ``(a >> b) >> c``) and never a single phase without a plateau.
+    """
+
+    phases: tuple[Any, ...]
+    plateau: Plateau | None = None
+
+    def __post_init__(self) -> None:
+        phases = tuple(self.phases)
+        for p in phases:
+            if not isinstance(p, Schedule) or isinstance(p, Chain):
+                raise SpecError(f"a Chain holds phases, got {p!r}")
+        if not phases:
+            raise SpecError("a Chain needs at least one phase")
+        if len(phases) == 1 and self.plateau is None:
+            raise SpecError("a Chain of one phase needs a plateau; use the phase itself")
+        if self.plateau is not None and not isinstance(self.plateau, Plateau):
+            raise SpecError(f"plateau must be a Plateau, got {self.plateau!r}")
+        object.__setattr__(self, "phases", phases)
+
+    def __str__(self) -> str:
+        body = " >> ".join(str(p) for p in self.phases)
+        if self.plateau is None:
+            return body
+        if len(self.phases) == 1 and body == "constant()":
+            return str(self.plateau)
+        return f"{body} * {self.plateau}"
+
+
+def _make(phases: tuple[Any, ...], plateau: Plateau | None) -> Schedule:
+    if len(phases) == 1 and plateau is None:
+        return phases[0]
+    return Chain(phases, plateau)
+
+
+def _check_index(t: Any, what: str) -> int:
+    if not isinstance(t, numbers.Integral) or isinstance(t, bool):
+        raise SpecError(f"{what} must be a whole number, got {t!r}")
+    if t < 0:
+        raise SpecError(f"{what} must be >= 0, got {t}")
+    return int(t)
+
+
+def _resolve_phases(phases: tuple[Any, ...], ctx: Context) -> tuple[Any, ...]:
+    total = ctx.total_steps
+    out: list[Any] = []
+    start = 0
+    last = len(phases) - 1
+    for i, p in enumerate(phases):
+        try:
+            T = p._length(ctx)
+        except SpecError as e:
+            raise SpecError(f"{e}, in {p}") from None
+        if T is None:
+            if i < last:
+                raise SpecError(f"{p} is followed by another phase, so it needs a length (steps=)")
+            if total is not None:
+                T = total - start
+                if T <= 0:
+                    raise SpecError(
+                        f"{p} would start at update {start}, after the end of training "
+                        f"({total} updates)"
+                    )
+            elif p._needs_length():
+                raise SpecError(
+                    f"{p} is the last phase and runs to the end of training, so it needs "
+                    "total_steps (or give it steps=)"
+                )
+        else:
+            label = str(p) if getattr(p, "steps", None) == Duration(T) else f"{p} ({T} updates)"
+            if T <= 0:
+                raise SpecError(f"{label}: a phase length must be positive")
+            if total is not None and start + T > total:
+                if start == 0:
+                    raise SpecError(f"{label} is longer than training ({total} updates)")
+                raise SpecError(
+                    f"{label} ends at update {start + T}, after the end of training "
+                    f"({total} updates)"
+                )
+        try:
+            out.extend(p._resolved(ctx, T))
+        except SpecError as e:
+            raise SpecError(f"{e}, in {p}") from None
+        if T is not None:
+            start += T
+    return tuple(out)
+
+
+class _Plan:
+    """Resolved phases and their start indices, for evaluation."""
+
+    __slots__ = ("phases", "starts")
+
+    def __init__(self, phases: tuple[Any, ...]) -> None:
+        self.phases = phases
+        starts = []
+        s = 0
+        for p in phases:
+            starts.append(s)
+            if p._T is not None:
+                s += p._T
+        self.starts = starts
+
+    def index(self, t: int) -> int:
+        return bisect_right(self.starts, t) - 1

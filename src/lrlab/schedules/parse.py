@@ -1,0 +1,320 @@
+"""Spec strings: a hand-written tokenizer and recursive-descent parser (never ``eval``).
+
+Grammar::
+
+    spec   := chain ('*' call)? END          the call after '*' must be plateau(...)
+    chain  := call ('>>' call)*              plateau(...) alone means constant() * plateau(...)
+    call   := NAME '(' [arg (',' arg)* [',']] ')'
+    arg    := NAME '=' value | value         positional arguments come first
+    value  := NUMBER | DURATION | NAME | '[' [scalar (',' scalar)* [',']] ']'
+    scalar := NUMBER | DURATION
+
+NUMBER is ``[+-]digits[.digits][e[+-]digits]`` (ASCII digits only), DURATION a NUMBER
+followed directly by ``ep`` or ``%``. Every error is a SpecError whose ``pos`` is the
+0-based offset of the offending character; its message ends with ``at position N in
+'spec'``. Formatting is ``str(schedule)``; ``parse(str(s)) == s`` for every schedule.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lrlab.errors import SpecError
+from lrlab.schedules.args import ArgError
+from lrlab.schedules.chain import Chain, Schedule
+from lrlab.schedules.cyclic import Onecycle, Restarts, Wsd
+from lrlab.schedules.onplateau import Plateau
+from lrlab.schedules.phases import (
+    Constant,
+    Cosine,
+    Exp,
+    Factor,
+    Linear,
+    Multistep,
+    Poly,
+    Rsqrt,
+    Warmup,
+)
+from lrlab.schedules.units import Duration, number_from_text
+
+#: Spec name -> class. ``plateau`` is not a phase but is called the same way.
+PHASES: dict[str, type] = {
+    c.name: c
+    for c in (
+        Constant, Warmup, Linear, Cosine, Poly, Rsqrt, Exp, Factor, Multistep, Restarts, Wsd,
+        Onecycle,
+    )
+}
+_CALLABLES: dict[str, type] = {**PHASES, "plateau": Plateau}
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPACE = " \t\r\n"
+_OPS = "()[],=*"
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str  # "num", "dur", "name", "op", "end"
+    value: Any
+    pos: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Arg:
+    value: Any
+    pos: int
+    item_pos: tuple[int, ...] = ()
+
+
+def _tokenize(spec: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i, n = 0, len(spec)
+    while i < n:
+        c = spec[i]
+        if c in _SPACE:
+            i += 1
+            continue
+        if spec.startswith(">>", i):
+            toks.append(_Tok("op", ">>", i, ">>"))
+            i += 2
+            continue
+        if c in _OPS:
+            toks.append(_Tok("op", c, i, c))
+            i += 1
+            continue
+        m = _NUMBER.match(spec, i)
+        if m is not None:
+            toks.append(_number(spec, m))
+            i += len(toks[-1].text)
+            continue
+        w = _WORD.match(spec, i)
+        if w is not None:
+            toks.append(_Tok("name", w.group(), i, w.group()))
+            i = w.end()
+            continue
+        raise SpecError(f"unexpected character {c!r}", spec, i)
+    toks.append(_Tok("end", None, n, "end of spec"))
+    return toks
+
+
+def _number(spec: str, m: re.Match[str]) -> _Tok:
+    text, i, j = m.group(), m.start(), m.end()
+    unit = "step"
+    if spec.startswith("%", j):
+        unit, j = "%", j + 1
+    else:
+        w = _WORD.match(spec, j)
+        if w is not None:
+            if w.group() != "ep":
+                raise SpecError(
+                    f"unknown unit {w.group()!r} after {text} (use ep, % or no unit)", spec, j
+                )
+            unit, j = "ep", w.end()
+    if j < len(spec) and (spec[j].isalnum() or spec[j] in "_.%"):
+        raise SpecError(f"unexpected character {spec[j]!r} after a number", spec, j)
+    try:
+        value = number_from_text(text)
+    except ValueError:
+        raise SpecError("number has too many digits", spec, i) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"number {text} is out of range", spec, i)
+    if unit == "step":
+        return _Tok("num", value, i, spec[i:j])
+    return _Tok("dur", (value, unit), i, spec[i:j])
+
+
+class _Parser:
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.toks = _tokenize(spec)
+        self.i = 0
+
+    def error(self, message: str, pos: int) -> SpecError:
+        return SpecError(message, self.spec, pos)
+
+    def peek(self, k: int = 0) -> _Tok:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def next(self) -> _Tok:
+        tok = self.peek()
+        self.i += 1
+        return tok
+
+    def is_op(self, tok: _Tok, op: str) -> bool:
+        return tok.kind == "op" and tok.value == op
+
+    # -- spec := chain ('*' call)? ------------------------------------------------------
+    def parse_spec(self) -> Schedule:
+        if self.peek().kind == "end":
+            raise self.error("empty spec", 0)
+        items = [self.call()]
+        while self.is_op(self.peek(), ">>"):
+            self.next()
+            items.append(self.call())
+        plateau = None
+        if self.is_op(self.peek(), "*"):
+            self.next()
+            tok, obj = self.call()
+            if not isinstance(obj, Plateau):
+                raise self.error("only plateau(...) can follow '*'", tok.pos)
+            plateau = obj
+        for tok, obj in items:
+            if isinstance(obj, Plateau):
+                if len(items) > 1 or plateau is not None:
+                    raise self.error(
+                        "plateau(...) joins a schedule as 'SPEC * plateau(...)', not with '>>'",
+                        tok.pos,
+                    )
+                self.expect_end()
+                return Chain((Constant(),), obj)
+        self.expect_end()
+        phases = tuple(obj for _, obj in items)
+        if len(phases) == 1 and plateau is None:
+            return phases[0]
+        return Chain(phases, plateau)
+
+    def expect_end(self) -> None:
+        tok = self.peek()
+        if tok.kind == "end":
+            return
+        if self.is_op(tok, "*"):
+            raise self.error("only one '* plateau(...)' may follow the schedule", tok.pos)
+        if self.is_op(tok, ")"):
+            raise self.error("unbalanced parentheses: ')' without a matching '('", tok.pos)
+        raise self.error(f"unexpected {tok.text!r} after the end of the schedule "
+                         "(expected '>>', '*' or the end)", tok.pos)
+
+    # -- call := NAME '(' args ')' ------------------------------------------------------
+    def call(self) -> tuple[_Tok, Any]:
+        tok = self.next()
+        if tok.kind != "name":
+            what = tok.text if tok.kind != "end" else "the end of the spec"
+            raise self.error(f"expected a phase like cosine(...), got {what!r}", tok.pos)
+        cls = _CALLABLES.get(tok.value)
+        if cls is None:
+            close = difflib.get_close_matches(tok.value, list(_CALLABLES), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(_CALLABLES)
+            raise self.error(f"unknown phase {tok.value!r} ({hint})", tok.pos)
+        lp = self.next()
+        if not self.is_op(lp, "("):
+            raise self.error(f"expected '(' after {tok.value!r}", lp.pos)
+        kwargs = self.arguments(cls, tok, lp)
+        try:
+            obj = cls(**{k: a.value for k, a in kwargs.items()})
+        except ArgError as e:
+            arg = kwargs.get(e.param) if e.param else None
+            pos = tok.pos if arg is None else arg.pos
+            if arg is not None and e.index is not None and e.index < len(arg.item_pos):
+                pos = arg.item_pos[e.index]
+            raise self.error(e.args[0], pos) from None
+        except SpecError as e:
+            raise self.error(e.args[0], tok.pos) from None
+        return tok, obj
+
+    def arguments(self, cls: type, name: _Tok, lp: _Tok) -> dict[str, _Arg]:
+        params = {p.name: p for p in cls.params}
+        positional = [p.name for p in cls.params if p.positional]
+        kwargs: dict[str, _Arg] = {}
+        n_pos = 0
+        if self.is_op(self.peek(), ")"):
+            self.next()
+            return kwargs
+        if self.peek().kind == "end":
+            raise self.error(f"unbalanced parentheses: {name.value}( is never closed", lp.pos + 1)
+        while True:
+            tok = self.peek()
+            if tok.kind == "name" and self.is_op(self.peek(1), "="):
+                self.next()
+                self.next()
+                if tok.value not in params:
+                    close = difflib.get_close_matches(tok.value, list(params), n=1, cutoff=0.6)
+                    hint = f"did you mean {close[0]!r}?" if close else "takes " + ", ".join(params)
+                    raise self.error(
+                        f"unknown argument {tok.value!r} for {name.value}() ({hint})", tok.pos
+                    )
+                if tok.value in kwargs:
+                    raise self.error(f"{name.value}() got {tok.value}= twice", tok.pos)
+                kwargs[tok.value] = self.value()
+            else:
+                arg = self.value()
+                if len(kwargs) > n_pos:
+                    raise self.error("positional argument after a keyword argument", tok.pos)
+                if n_pos >= len(positional):
+                    raise self.error(
+                        f"{name.value}() takes {len(positional)} positional argument"
+                        f"{'' if len(positional) == 1 else 's'}; name this one (key=value)",
+                        tok.pos,
+                    )
+                kwargs[positional[n_pos]] = arg
+                n_pos += 1
+            sep = self.next()
+            if self.is_op(sep, ")"):
+                return kwargs
+            if sep.kind == "end":
+                raise self.error(f"unbalanced parentheses: {name.value}( is never closed", sep.pos)
+            if not self.is_op(sep, ","):
+                raise self.error(f"expected ',' or ')', got {sep.text!r}", sep.pos)
+            if self.is_op(self.peek(), ")"):
+                self.next()
+                return kwargs
+
+    # -- value := NUMBER | DURATION | NAME | list --------------------------------------
+    def value(self) -> _Arg:
+        tok = self.next()
+        if tok.kind in ("num", "dur", "name"):
+            return _Arg(self.scalar(tok), tok.pos)
+        if self.is_op(tok, "["):
+            return self.list_value(tok)
+        what = "the end of the spec" if tok.kind == "end" else repr(tok.text)
+        raise self.error(f"expected a value, got {what}", tok.pos)
+
+    def scalar(self, tok: _Tok) -> Any:
+        if tok.kind != "dur":
+            return tok.value
+        try:
+            return Duration(*tok.value)
+        except SpecError as e:
+            raise self.error(e.args[0], tok.pos) from None
+
+    def list_value(self, lb: _Tok) -> _Arg:
+        items: list[Any] = []
+        where: list[int] = []
+        while True:
+            tok = self.next()
+            if self.is_op(tok, "]") and not items:
+                return _Arg(items, lb.pos)
+            if tok.kind == "end":
+                raise self.error("unbalanced brackets: '[' is never closed", tok.pos)
+            if self.is_op(tok, "["):
+                raise self.error("lists cannot be nested", tok.pos)
+            if tok.kind not in ("num", "dur"):
+                raise self.error(f"expected a duration in the list, got {tok.text!r}", tok.pos)
+            items.append(self.scalar(tok))
+            where.append(tok.pos)
+            sep = self.next()
+            if self.is_op(sep, "]"):
+                return _Arg(items, lb.pos, tuple(where))
+            if sep.kind == "end":
+                raise self.error("unbalanced brackets: '[' is never closed", sep.pos)
+            if not self.is_op(sep, ","):
+                raise self.error(f"expected ',' or ']' in the list, got {sep.text!r}", sep.pos)
+            if self.is_op(self.peek(), "]"):
+                self.next()
+                return _Arg(items, lb.pos, tuple(where))
+
+
+def parse(spec: str) -> Schedule:
+    """The schedule a spec string describes, e.g. ``parse("warmup(5%) >> cosine()")``.
+
+    Raises:
+        SpecError: with ``pos`` at the offending character for any malformed spec.
+    """
+    if not isinstance(spec, str):
+        raise SpecError(f"a schedule spec must be a string, got {type(spec).__name__}")
+    return _Parser(spec).parse_spec()
