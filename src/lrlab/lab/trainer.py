@@ -333,7 +333,9 @@ class _Trainer:
                 first_update = start_update if epoch == start_epoch else 0
                 if first_update == 0:
                     acc.zero_()
-                lr_first = self._current_lr()
+                # closed form: the same value whether or not the epoch was resumed mid-way
+                first_t = epoch * self.updates_per_epoch if cfg.per == "step" else epoch
+                lr_first = float(self.scheduler.lr_at(first_t)[0])
                 ratios: dict[str, float] | None = None
                 for u in range(first_update, self.updates_per_epoch):
                     if flag.stop:

@@ -1,0 +1,230 @@
+"""The trainer and its run records: well-formed files, exact resume after SIGKILL and Ctrl-C,
+divergence, and one-line errors from `lrlab train`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lrlab.errors import LrlabError
+from lrlab.lab.config import TrainConfig
+from lrlab.lab.records import read_jsonl
+from lrlab.lab.trainer import epoch_permutation, train, update_indices
+from tests.idx_fixtures import write_learnable_mnist_dir
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmnist")
+    write_learnable_mnist_dir(d, n_train=600, n_test=200, seed=1)
+    return d
+
+
+def _cfg(tmp_path, data_dir, **kw):
+    base = dict(dataset="fashion-mnist", data_dir=str(data_dir), optimizer="adamw", lr=0.003,
+                schedule="warmup(1ep) >> cosine()", epochs=2, batch_size=64, out=str(tmp_path),
+                quiet=True, seed=3, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def lrlab(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "lrlab", *args], capture_output=True,
+                          text=True, env=ENV, timeout=300, **kw)
+
+
+def test_two_epoch_run_writes_well_formed_records(tmp_path, mnist_dir):
+    res = train(_cfg(tmp_path, mnist_dir, update_ratio=True))
+    assert res.status == "ok"
+    run = res.path
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt",
+                                               "summary.json"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["updates_per_epoch"] == math.ceil(600 / 64)
+    assert config["lr_used"] == 0.003 and config["model"] == "lenet"
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    spe = math.ceil(600 / 64)
+    # the LR of epoch 0's first update is the warmup's first value, by the formula
+    assert rows[0]["lr_first"] == pytest.approx(0.003 / spe)
+    assert rows[1]["lr_first"] == pytest.approx(0.003)  # cosine starts at the peak
+    for r in rows:
+        assert 0 <= r["test_acc"] <= 1 and r["train_loss"] > 0 and r["examples_per_s"] > 0
+        ratios = r["update_ratio"]  # LeNet: 5 layers, a weight and a bias each
+        assert len(ratios) == 10 and all(v >= 0 for v in ratios.values())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    assert summary["updates"] == 2 * spe
+
+
+def test_batches_are_slices_of_a_seeded_permutation():
+    p1, p2 = epoch_permutation(100, 0, 3), epoch_permutation(100, 0, 3)
+    assert torch.equal(p1, p2) and not torch.equal(p1, epoch_permutation(100, 0, 4))
+    assert sorted(p1.tolist()) == list(range(100))
+    micro, total = update_indices(p1, 2, 30, world=1, rank=0, accumulate=1)
+    assert total == 30 and torch.equal(micro[0], p1[60:90])
+    # last update of the epoch is the remainder
+    micro, total = update_indices(p1, 3, 30, world=1, rank=0, accumulate=1)
+    assert total == 10 and torch.equal(micro[0], p1[90:])
+    # two ranks each take a contiguous half, accumulation splits further
+    a, _ = update_indices(p1, 0, 40, world=2, rank=0, accumulate=2)
+    b, _ = update_indices(p1, 0, 40, world=2, rank=1, accumulate=2)
+    assert torch.equal(torch.cat(a + b), p1[:40]) and [len(m) for m in a] == [10, 10]
+
+
+def _params(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def _comparable(rows):
+    drop = {"examples_per_s", "epoch_time", "time"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir),
+            "--optimizer", "momentum", "--lr", "0.05", "--schedule", "warmup(1ep) >> cosine()",
+            "--epochs", "6", "--batch-size", "16", "--seed", "5", "--threads", "1", "--quiet"]
+    ref = lrlab(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    ref_run = next((tmp_path / "ref").iterdir())
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "lrlab", *args, "--out", str(out)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    metrics = None
+    while time.time() < deadline:
+        runs = list(out.iterdir()) if out.exists() else []
+        if runs and len(read_jsonl(runs[0] / "metrics.jsonl")) >= 2:
+            metrics = runs[0] / "metrics.jsonl"
+            break
+        time.sleep(0.02)
+    assert metrics is not None, "the run never wrote two epochs"
+    time.sleep(0.15)  # well inside the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = metrics.parent
+    assert len(read_jsonl(metrics)) < 6, "the run finished before it could be killed"
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+
+    r = lrlab("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    got, want = _params(run), _params(ref_run)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    assert _comparable(read_jsonl(metrics)) == _comparable(read_jsonl(ref_run / "metrics.jsonl"))
+    assert json.loads((run / "summary.json").read_text())["status"] == "ok"
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path, mnist_dir):
+    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir),
+            "--optimizer", "adam", "--lr", "0.002", "--schedule", "cosine()",
+            "--epochs", "8", "--batch-size", "16", "--seed", "2", "--threads", "1"]
+    ref = lrlab(*args, "--quiet", "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    ref_run = next((tmp_path / "ref").iterdir())
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "lrlab", *args, "--out", str(out)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        runs = list(out.iterdir()) if out.exists() else []
+        if runs and len(read_jsonl(runs[0] / "metrics.jsonl")) >= 1:
+            break
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "--resume" in stdout
+    run = next(out.iterdir())
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert any(e["kind"] == "interrupted" for e in read_jsonl(run / "events.jsonl"))
+    r = lrlab("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    for k, v in _params(ref_run).items():
+        assert torch.equal(_params(run)[k], v), k
+    assert _comparable(read_jsonl(run / "metrics.jsonl")) == _comparable(
+        read_jsonl(ref_run / "metrics.jsonl"))
+
+
+def test_huge_lr_diverges_with_the_update_index(tmp_path, mnist_dir):
+    res = train(_cfg(tmp_path, mnist_dir, optimizer="sgd", lr=1e6, schedule="constant()",
+                     epochs=3))
+    assert res.status == "diverged"
+    at = res.summary["diverged_at"]
+    assert isinstance(at["update"], int) and at["update"] >= 0
+    assert at["lr"] == pytest.approx(1e6)
+    lines = (res.path / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]  # every line parses on its own
+    assert rows[-1]["diverged"] is True
+    events = read_jsonl(res.path / "events.jsonl")
+    assert any(e["kind"] == "diverged" and e["update"] == at["update"] for e in events)
+
+
+def test_not_learning_is_flagged(tmp_path, mnist_dir):
+    res = train(_cfg(tmp_path, mnist_dir, optimizer="sgd", lr=1e-9, schedule="constant()",
+                     epochs=3))
+    assert res.status == "not-learning"
+
+
+def test_existing_run_is_never_overwritten(tmp_path, mnist_dir):
+    cfg = _cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()")
+    first = train(cfg)
+    before = (first.path / "metrics.jsonl").read_bytes()
+    with pytest.raises(LrlabError, match="--resume"):
+        train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
+    assert (first.path / "metrics.jsonl").read_bytes() == before
+    again = train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"), resume=True)
+    assert again.status == "ok" and (first.path / "metrics.jsonl").read_bytes() == before
+
+
+def test_config_toml_with_flags_overriding(tmp_path, mnist_dir):
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'dataset = "fashion-mnist"\ndata-dir = "{mnist_dir}"\noptimizer = "sgd"\n'
+                    'lr = 0.05\nepochs = 5\nbatch-size = 128\nschedule = "cosine()"\n')
+    r = lrlab("train", "--config", str(toml), "--epochs", "1", "--out", str(tmp_path / "o"),
+              "--quiet", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    run = next((tmp_path / "o").iterdir())
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["optimizer"] == "sgd" and config["batch_size"] == 128
+    assert "run:" in r.stdout and "final test acc" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--optimizer", "adamz"], "adamz"),
+    (["--lr", "-1"], "lr"),
+    (["--lr", "nan"], "finite"),
+    (["--epochs", "0"], "positive"),
+    (["--schedule", "warmup(3ep) >> cosine()", "--epochs", "2"], "longer"),
+    (["--schedule", "cosine(("], "position"),
+    (["--dataset", "imagenet"], "imagenet"),
+    (["--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--config", "/nonexistent.toml"], "not found"),
+    (["--betas", "0.9,1.5"], "betas"),
+    (["--resume", "/nonexistent/run"], "not a run directory"),
+])
+def test_train_errors_are_one_line_exit_2(tmp_path, mnist_dir, args, needle):
+    base = ["train", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--quiet"]
+    if "--data-dir" in args:
+        base = ["train", "--out", str(tmp_path), "--quiet"]
+    r = lrlab(*base, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in r.stderr
