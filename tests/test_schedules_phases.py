@@ -220,6 +220,11 @@ def test_restarts_far_out_is_closed_form():
     assert s.values(3, start=t) == [s(t), s(t + 1), s(t + 2)]
 
 
+def test_restarts_extreme_mult_stays_finite():
+    s = restarts(period=3, mult=1e300)
+    assert all(math.isfinite(v) and v >= 0 for v in s.values(50, start=10**15))
+
+
 @pytest.mark.parametrize("shape", ["linear", "cosine", "sqrt"])
 @pytest.mark.parametrize("T,D,end", [(20, 5, 0.0), (10, 10, 0.1), (9, 1, 0.0)])
 def test_wsd(shape, T, D, end):
@@ -273,6 +278,11 @@ def test_absolute_lrs_become_multipliers():
 def test_absolute_lr_needs_peak_lr(spec):
     with pytest.raises(SpecError, match="peak_lr"):
         parse(spec).resolve(Context(total_steps=100))
+
+
+def test_zero_peak_lr_gives_zero_multiplier():
+    ctx = Context(total_steps=10, peak_lr=0.0)
+    assert parse("cosine(end_lr=0.001)").resolve(ctx) == cosine(0, steps=10)
 
 
 def test_end_and_end_lr_together_rejected():
@@ -340,7 +350,7 @@ def test_zero_or_negative_lengths(spec):
 @pytest.mark.parametrize(
     "kwargs",
     [{"total_steps": 0}, {"total_steps": 1.5}, {"steps_per_epoch": -1}, {"beta2": 1.0},
-     {"peak_lr": 0.0}, {"peak_lr": math.inf}],
+     {"peak_lr": -1.0}, {"peak_lr": math.inf}],
 )
 def test_bad_context(kwargs):
     with pytest.raises(SpecError):

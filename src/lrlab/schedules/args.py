@@ -198,4 +198,6 @@ def end_multiplier(end: float, end_lr: float | None, peak_lr: float | None, what
         return end
     if peak_lr is None:
         raise SpecError(f"{what} needs peak_lr to turn the absolute LR into a multiplier")
+    if peak_lr == 0:
+        return 0.0  # a group whose peak is 0 stays at 0 whatever the multiplier
     return end_lr / peak_lr

@@ -88,11 +88,12 @@ class Restarts(Phase):
 
     def _cycle_start(self, i: int, P: float) -> float:
         m = self.mult
-        return P * i if m == 1 else P * (m**i - 1.0) / (m - 1.0)
+        return P * i if m == 1 else P * (safe_pow(m, i) - 1.0) / (m - 1.0)
 
     def _cycle_of(self, u: float, P: float) -> int:
         m = self.mult
-        i = int(u // P) if m == 1 else int(math.log1p(u * (m - 1.0) / P) / math.log(m))
+        guess = u // P if m == 1 else math.log1p(u * (m - 1.0) / P) / math.log(m)
+        i = int(guess) if math.isfinite(guess) else 0
         while i > 0 and self._cycle_start(i, P) > u:
             i -= 1
         while self._cycle_start(i + 1, P) <= u:
@@ -100,7 +101,7 @@ class Restarts(Phase):
         return i
 
     def _in_cycle(self, i: int, x: float, P: float) -> float:
-        length = P * self.mult**i
+        length = P * safe_pow(self.mult, i)
         peak = safe_pow(self.decay, i)
         return self.end + (peak - self.end) * (1.0 + math.cos(math.pi * x / length)) / 2.0
 

@@ -11,7 +11,8 @@
 ``cosine(end=0)``               ``end + (1-end)(1 + cos(pi u/T))/2``
 ``poly(power=1, end=0)``        ``end + (1-end)(1 - u/T)^power``
 ``rsqrt(scale=1)``              ``(1 + u/scale)^(-1/2)``
-``exp(gamma)``                  ``gamma^u``
+``exp(gamma)``                  ``gamma^u`` (gamma > 1 grows, e.g. for LR range tests;
+                                overflow gives inf, never an exception)
 ``factor(gamma, every=1)``      ``max(floor, gamma^floor(u/every))``
 ``multistep([m1, ...], gamma)`` ``gamma^(number of milestones <= u)``
 ==============================  ==================================================
@@ -28,6 +29,7 @@ exp/factor/multistep/rsqrt: their value at u=T). Multistep milestones and factor
 
 from __future__ import annotations
 
+import functools
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -248,16 +250,19 @@ class Multistep(Phase):
             raise SpecError(f"multistep milestones must be increasing, got {ms} updates")
         return {"milestones": tuple(Duration(m) for m in ms)}
 
+    @functools.cached_property
+    def _ms(self) -> list[int]:
+        return [int(m.value) for m in self.milestones]
+
     def _value(self, u: int) -> float:
         T = self._T
         if T is not None and u > T:
             u = T
-        ms = [int(m.value) for m in self.milestones]
-        return safe_pow(self.gamma, bisect_right(ms, u))
+        return safe_pow(self.gamma, bisect_right(self._ms, u))
 
     def _values(self, u0: int, n: int) -> list[float]:
         T = self._T
-        ms = [int(m.value) for m in self.milestones]
+        ms = self._ms
         k = bisect_right(ms, u0 if T is None else min(u0, T))
         out = []
         for u in range(u0, u0 + n):

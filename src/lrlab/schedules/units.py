@@ -149,7 +149,8 @@ class Context:
         total_steps: total optimizer updates in training (``%`` durations, open last phases).
         steps_per_epoch: optimizer updates per epoch (``ep`` durations).
         beta2: the optimizer's second-moment decay (``warmup(auto)``).
-        peak_lr: one param group's peak LR (``end_lr=``, ``start_lr=``, ``floor_lr=``).
+        peak_lr: one param group's peak LR (``end_lr=``, ``start_lr=``, ``floor_lr=``);
+            0 is allowed (a frozen group): its absolute LRs then become multiplier 0.
     """
 
     total_steps: int | None = None
@@ -172,8 +173,8 @@ class Context:
             object.__setattr__(self, "beta2", b)
         if self.peak_lr is not None:
             p = as_float(self.peak_lr, "peak_lr")
-            if p <= 0:
-                raise SpecError(f"peak_lr must be > 0, got {p!r}")
+            if p < 0:
+                raise SpecError(f"peak_lr must be >= 0, got {p!r}")
             object.__setattr__(self, "peak_lr", p)
 
 
