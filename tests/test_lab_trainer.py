@@ -96,7 +96,7 @@ def _comparable(rows):
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
     args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir),
-            "--optimizer", "momentum", "--lr", "0.05", "--schedule", "warmup(1ep) >> cosine()",
+            "--optimizer", "momentum", "--lr", "0.01", "--schedule", "warmup(1ep) >> cosine()",
             "--epochs", "6", "--batch-size", "16", "--seed", "5", "--threads", "1", "--quiet"]
     ref = lrlab(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr

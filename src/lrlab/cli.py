@@ -133,7 +133,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--amp", choices=["auto", "bf16", "off"], default=S,
                    help="bf16 autocast (auto: on CUDA only)")
-    g.add_argument("--channels-last", action="store_true", default=S)
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
+                   help="channels-last memory format (default: on for LeNet on the CPU)")
     g = p.add_argument_group("execution")
     g.add_argument("--out", default=S, help="parent directory of runs (default runs)")
     g.add_argument("--name", default=S, help="run directory name (default: derived)")
@@ -202,7 +203,162 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_schedule, _add_train]
+# -- lrlab find-lr ----------------------------------------------------------------------------
+def _add_find_lr(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "find-lr", help="LR range test: which learning rates train, and which to use",
+        description="Run an LR range test (Smith 2017) on the run the flags describe: the LR "
+        "grows from --start to --end over --steps mini-batches while the loss is recorded. "
+        "Prints the suggested LRs with their reasons, writes a plot and prints the "
+        "'lrlab train' line that uses the chosen LR. The model is built as 'lrlab train' "
+        "would build it; nothing is trained or recorded.")
+    add_train_flags(p)
+    g = p.add_argument_group("range test")
+    g.add_argument("--start", type=_finite_float, default=1e-7, help="first LR (default 1e-7)")
+    g.add_argument("--end", type=_finite_float, default=10.0, help="last LR (default 10)")
+    g.add_argument("--steps", type=_positive_int, default=100,
+                   help="mini-batches in the ramp (default 100)")
+    g.add_argument("--mode", choices=["exp", "linear"], default="exp",
+                   help="geometric (default) or linear ramp")
+    g.add_argument("--choose", choices=["steepest", "valley", "largest-stable"],
+                   help="the suggestion to use (default: valley, else largest-stable)")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="plot path (default OUT/find-lr-DATASET-MODEL-OPTIMIZER.png)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_find_lr)
+
+
+def _cmd_find_lr(args: argparse.Namespace) -> int:
+    import json
+
+    from lrlab.lab.auto_lr import default_plot_path, run_find_lr
+
+    config = config_from_args(args)
+    plot = args.plot or default_plot_path(config)
+    result, command = run_find_lr(config, start=args.start, end=args.end, steps=args.steps,
+                                  mode=args.mode, choose=args.choose, plot_path=plot)
+    if args.json:
+        data = result.to_dict()
+        data["command"] = command
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    s = result.settings
+    print(f"LR range test: {config.optimizer} on {config.dataset} ({config.resolved_model()}), "
+          f"{s['steps_run']} updates of {s['batch']} examples = "
+          f"{s['epochs_equivalent']:.2f} epochs, lr {args.start:g} -> {args.end:g} ({args.mode})")
+    for line in result.summary_lines():
+        print(line)
+    print(f"plot: {s['plot']}")
+    print("train with:")
+    for line in command.splitlines():
+        print(f"  {line}")
+    return 0
+
+
+# -- lrlab compare / lrlab report -------------------------------------------------------------
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from lrlab.lab.presets import PRESETS
+
+    p = sub.add_parser(
+        "compare", help="train a grid of runs side by side and write a report",
+        description="Train runs side by side -- a preset, the [[run]] tables of a TOML file, "
+        "and/or --grid KEY=V1,V2 over any 'lrlab train' option -- each with --seeds, in --jobs "
+        "worker processes, then write report.md, report.html (self-contained) and summary.csv "
+        "into --out. Train flags given here apply to every run. Running it again skips "
+        "finished runs and resumes interrupted ones. Presets: " + ", ".join(PRESETS) + ". "
+        'Example: lrlab compare --grid optimizer=sgd,adam --grid "schedule=constant();cosine()"'
+        " --dataset blobs --epochs 5")
+    p.add_argument("file", nargs="?", metavar="FILE.toml",
+                   help="runs to compare: top-level common settings, [[run]] tables with a "
+                   "label, optional [grid] table of lists")
+    p.add_argument("--preset", help="a named experiment: " + ", ".join(PRESETS))
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="vary a train option; values split on commas outside brackets, or on "
+                   "';' (repeat for a product grid)")
+    p.add_argument("--seeds", metavar="S1,S2", help="seeds of every run, e.g. 0,1,2")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="parallel worker processes (they share the cores)")
+    p.add_argument("--trace", metavar="LABEL",
+                   help="label of the run shown epoch by epoch in the report")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    add_train_flags(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lrlab.lab.compare import parse_grid, plan_comparison, run_comparison
+    from lrlab.lab.config import TrainConfig
+    from lrlab.lab.report import write_report
+
+    if args.list:
+        from lrlab.lab.presets import PRESETS
+
+        for p in PRESETS.values():
+            print(f"{p.name:<24} {p.title} [{len(p.rows)} rows, {p.epochs} epochs, seeds "
+                  f"{','.join(map(str, p.seeds))}]")
+        return 0
+    if "name" in vars(args):
+        raise LrlabError("--name does not apply to a comparison (runs are named after their "
+                         "labels); use --out DIR")
+    if args.file and args.config:
+        raise LrlabError("give the TOML file once (FILE.toml or --config)")
+    fields = set(TrainConfig.__dataclass_fields__) - {"out", "epochs"}
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.replace(";", ",").split(",") if s.strip()]
+        except ValueError:
+            raise LrlabError(f"--seeds: expected integers like 0,1,2, got {args.seeds!r}") \
+                from None
+    plan = plan_comparison(preset=args.preset, file=args.file or args.config,
+                           grid=parse_grid(args.grid), seeds=seeds,
+                           epochs=getattr(args, "epochs", None), overrides=overrides,
+                           out=getattr(args, "out", None))
+    quiet = bool(getattr(args, "quiet", False))
+    labels = len(plan.labels)
+    if not quiet:
+        print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × "
+              f"{len(plan.runs) // max(labels, 1)} seeds) in {plan.out}, {args.jobs} at a time")
+    try:
+        outcomes = run_comparison(plan, args.jobs, echo=not quiet)
+    except KeyboardInterrupt:
+        print(f"lrlab compare: interrupted; run the same command again to resume "
+              f"({plan.out})", file=sys.stderr)
+        return 130
+    files = write_report(plan.out, trace=args.trace)
+    for line in files.headline:
+        print(line)
+    print(f"report: {files.html}\n        {files.markdown}\ntable:  {files.csv}")
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="(re)write the report of a comparison or of one run",
+        description="Recompute the report of DIR from its run records alone: report.md, a "
+        "self-contained report.html, the PNG figures and summary.csv, written into DIR. DIR "
+        "is a comparison directory ('lrlab compare --out') or a single run directory.")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--trace", metavar="LABEL",
+                   help="label (or run name) shown epoch by epoch (default: the first run "
+                   "with a warmup)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lrlab.lab.report import write_report
+
+    files = write_report(args.dir, trace=args.trace)
+    for line in files.headline:
+        print(line)
+    print(f"report: {files.html}\n        {files.markdown}\ntable:  {files.csv}")
+    return 0
+
+
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_schedule, _add_train,
+                                                                   _add_find_lr, _add_compare,
+                                                                   _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -221,7 +221,9 @@ class _Trainer:
         random.seed(cfg.seed)
         hidden = parse_hidden(cfg.hidden) if cfg.hidden else None
         model = build_model(cfg.resolved_model(), self.data, hidden=hidden).to(self.device)
-        if cfg.channels_last and self.data.x_train.dim() == 4:
+        self.channels_last = cfg.use_channels_last(self.device.type) and \
+            self.data.x_train.dim() == 4
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -408,7 +410,7 @@ class _Trainer:
         seen = 0
         for k, idx in enumerate(micro):
             x, y = x_all[idx], y_all[idx]
-            if cfg.channels_last and x.dim() == 4:
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             sync = contextlib.nullcontext()
             if self.world > 1 and k < len(micro) - 1:
