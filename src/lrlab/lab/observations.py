@@ -1,0 +1,277 @@
+"""What a run's numbers say: the per-epoch trace with its schedule phase, and observations.
+
+Everything here is computed from a run's records (``config.json``, ``metrics.jsonl``,
+``summary.json``, ``events.jsonl``); epochs are shown 1-based (epoch 1 is the first).
+
+Phases: ``warmup`` while the schedule's active phase at the epoch's first update is a warmup;
+otherwise ``peak`` when the epoch's LR is within 0.1% of the run's highest LR, ``decay`` when
+the LR fell since the previous epoch (or within the epoch), and ``flat`` when it holds below
+the peak (a floor, or a plateau between reductions).
+
+Observations (thresholds are module constants):
+
+- loss spike: the train loss rose more than ``SPIKE`` (20%) over the previous epoch;
+- divergence: the update, epoch and LR where the loss became non-finite or exploded;
+- not learning: the run's status, with the trainer's own explanation;
+- overfitting: the test loss rose while the train loss fell for ``OVERFIT_EPOCHS`` (3) or more
+  epochs in a row, or the train-test accuracy gap (once positive) widened that long, by more
+  than 0.005 in all;
+- warmup: the epoch at which the warmup ended;
+- best epoch: where the best test accuracy was reached, and the final one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RunData", "TraceRow", "num", "trace_rows", "observations", "has_warmup",
+           "SPIKE", "OVERFIT_EPOCHS"]
+
+SPIKE = 0.20
+OVERFIT_EPOCHS = 3
+GAP_MIN_GROWTH = 0.005
+
+
+def num(value: Any) -> float | None:
+    """A metric as a float: the strings "nan"/"inf" of the records become floats; else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class RunData:
+    """One run's records as read from its directory (or what is known of a missing run)."""
+
+    name: str
+    label: str
+    seed: int | None
+    config: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "missing"
+    error: str | None = None
+
+    def series(self, key: str) -> list[float | None]:
+        return [num(r.get(key)) for r in self.metrics]
+
+    @property
+    def complete(self) -> bool:
+        """Every epoch trained (status ok or not-learning)."""
+        return self.status in ("ok", "not-learning")
+
+    def final_acc(self) -> float | None:
+        if not self.complete or not self.metrics:
+            return None
+        return num(self.metrics[-1].get("test_acc"))
+
+    def best(self) -> tuple[float, int] | None:
+        """Best test accuracy and its 1-based epoch."""
+        accs = [(a, i + 1) for i, a in enumerate(self.series("test_acc"))
+                if a is not None and math.isfinite(a)]
+        return max(accs, key=lambda p: (p[0], -p[1])) if accs else None
+
+    def time_s(self) -> float | None:
+        return num(self.metrics[-1].get("time")) if self.metrics else None
+
+    def throughput(self) -> float | None:
+        vals = [num(r.get("examples_per_s")) for r in self.metrics if not r.get("diverged")]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class TraceRow:
+    epoch: int  # 1-based
+    phase: str
+    lr_first: float | None
+    lr_last: float | None
+    train_loss: float | None
+    train_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    val_loss: float | None
+    marks: list[str] = field(default_factory=list)
+
+
+def _bound_schedule(config: dict[str, Any] | None) -> tuple[Any, int] | None:
+    """The run's schedule resolved as the trainer resolved it, and the time units per epoch."""
+    if not config or "schedule" not in config:
+        return None
+    from lrlab.errors import LrlabError
+    from lrlab.schedules import Context, parse
+
+    per = config.get("per", "step")
+    upe = int(config.get("updates_per_epoch") or 0)
+    epochs = int(config.get("epochs") or 0)
+    betas = config.get("betas")
+    beta2 = float(betas[1]) if betas else (0.99 if config.get("optimizer") == "lion" else 0.999)
+    peak = num(config.get("lr_used")) or 1.0
+    try:
+        if per == "epoch":
+            ctx = Context(epochs or None, 1, beta2, peak)
+            return parse(config["schedule"]).resolve(ctx), 1
+        if not upe:
+            return None
+        ctx = Context(upe * epochs or None, upe, beta2, peak)
+        return parse(config["schedule"]).resolve(ctx), upe
+    except (LrlabError, ValueError):
+        return None
+
+
+def has_warmup(config: dict[str, Any] | None) -> bool:
+    """True when the run's schedule starts with a warmup phase."""
+    if config and config.get("warmup"):
+        return True
+    bound = _bound_schedule(config)
+    return bool(bound and bound[0].phase_at(0) == "warmup")
+
+
+def trace_rows(run: RunData) -> list[TraceRow]:
+    """One row per recorded epoch, with its phase and spike / best / divergence marks."""
+    bound = _bound_schedule(run.config)
+    lrs = [v for r in run.metrics for v in (num(r.get("lr_first")), num(r.get("lr_last")))
+           if v is not None and math.isfinite(v)]
+    peak = max(lrs) if lrs else None
+    best = run.best()
+    rows: list[TraceRow] = []
+    prev_lr: float | None = None
+    prev_loss: float | None = None
+    for i, r in enumerate(run.metrics):
+        first, last = num(r.get("lr_first")), num(r.get("lr_last"))
+        lr = first if first is not None else num(r.get("lr"))
+        phase = "flat"
+        if bound is not None and bound[0].phase_at(int(r.get("epoch", i)) * bound[1]) == "warmup":
+            phase = "warmup"
+        elif bound is None and lr is not None and last is not None and last > lr * 1.001 \
+                and peak is not None and last < peak * 0.999:
+            phase = "warmup"
+        elif lr is not None and peak is not None and lr >= peak * 0.999:
+            phase = "peak"
+        elif lr is not None and ((prev_lr is not None and lr < prev_lr * 0.999)
+                                 or (last is not None and last < lr * 0.999)):
+            phase = "decay"
+        loss = num(r.get("train_loss"))
+        row = TraceRow(i + 1, phase, lr, last, loss, num(r.get("train_acc")),
+                       num(r.get("test_loss")), num(r.get("test_acc")), num(r.get("val_loss")))
+        if r.get("diverged"):
+            row.marks.append("diverged")
+        elif _spiked(prev_loss, loss):
+            row.marks.append("loss spike")
+        if best is not None and best[1] == i + 1:
+            row.marks.append("best")
+        rows.append(row)
+        prev_lr, prev_loss = lr, loss
+    return rows
+
+
+def _spiked(prev: float | None, cur: float | None) -> bool:
+    if prev is None or cur is None or not math.isfinite(prev) or prev <= 0:
+        return False
+    return not math.isfinite(cur) or cur > prev * (1 + SPIKE)
+
+
+def _runs_of(flags: list[bool]) -> list[tuple[int, int]]:
+    """Maximal stretches [a, b] (indices) where flags are True."""
+    out, start = [], None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            out.append((start, i - 1))
+            start = None
+    return out
+
+
+def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
+    """Plain-language observations from the run's numbers, in epoch order where it applies."""
+    rows = rows if rows is not None else trace_rows(run)
+    notes: list[str] = []
+    warm = [r.epoch for r in rows if r.phase == "warmup"]
+    desc = (run.config or {}).get("warmup")
+    if warm:
+        peak_lr = max((r.lr_first for r in rows if r.lr_first is not None), default=None)
+        end = warm[-1]
+        text = f"Warmup ran over epoch{'s 1–' if end > 1 else ' '}{end}"
+        if desc:
+            text += f" ({desc})"
+        if end < len(rows):
+            text += f"; the LR reached its peak {peak_lr:.4g} at epoch {end + 1}"
+        notes.append(text + ".")
+    elif desc:
+        notes.append(f"Warmup ({desc}) finished within epoch 1.")
+    for prev, r in zip(rows, rows[1:]):
+        if "loss spike" in r.marks and prev.train_loss is not None:
+            rise = (r.train_loss / prev.train_loss - 1) * 100 if r.train_loss is not None \
+                and math.isfinite(r.train_loss) else float("inf")
+            notes.append(f"Loss spike at epoch {r.epoch}: train loss rose {rise:.0f}% "
+                         f"({prev.train_loss:.4f} → {_f(r.train_loss)}) with LR "
+                         f"{_f(r.lr_first, '.4g')}.")
+    summary = run.summary or {}
+    if run.status == "diverged":
+        d = summary.get("diverged_at") or {}
+        if d:
+            epoch = int(d.get("epoch", 0)) + 1
+            notes.append(f"Diverged at update {d.get('update')} (epoch {epoch})"
+                         f" with LR {_f(num(d.get('lr')), '.4g')}: the loss reached "
+                         f"{_f(num(d.get('loss')), '.4g')} and the run stopped there.")
+        else:
+            notes.append("Diverged: the loss became non-finite and the run stopped.")
+    if run.status == "not-learning":
+        why = next((e.get("message") for e in run.events if e.get("kind") == "not-learning"),
+                   None)
+        notes.append("Did not learn" + (f": {why}." if why else ": the train loss stayed at "
+                                        "chance level."))
+    notes += _overfitting(rows)
+    best = run.best()
+    if best is not None:
+        final = rows[-1].test_acc if rows else None
+        text = f"Best test accuracy {best[0]:.4f} at epoch {best[1]} of {len(rows)}"
+        if final is not None and run.complete and best[1] != len(rows):
+            text += f"; final {final:.4f} ({final - best[0]:+.4f})"
+        notes.append(text + ".")
+    if run.status == "failed" and run.error:
+        notes.append(f"Failed: {run.error}")
+    return notes
+
+
+def _overfitting(rows: list[TraceRow]) -> list[str]:
+    notes = []
+    flags = []
+    for a, b in zip(rows, rows[1:]):
+        ok = None not in (a.test_loss, b.test_loss, a.train_loss, b.train_loss)
+        flags.append(ok and b.test_loss > a.test_loss and b.train_loss < a.train_loss)
+    for s, e in _runs_of(flags):
+        if e - s + 1 >= OVERFIT_EPOCHS:
+            a, b = rows[s], rows[e + 1]
+            notes.append(f"Overfitting from epoch {a.epoch} to {b.epoch}: test loss rose "
+                         f"{a.test_loss:.4f} → {b.test_loss:.4f} while train loss fell "
+                         f"{a.train_loss:.4f} → {b.train_loss:.4f}.")
+    gaps = [None if r.train_acc is None or r.test_acc is None else r.train_acc - r.test_acc
+            for r in rows]
+    flags = [g0 is not None and g1 is not None and g0 >= 0 and g1 > g0
+             for g0, g1 in zip(gaps, gaps[1:])]
+    for s, e in _runs_of(flags):
+        g0, g1 = gaps[s], gaps[e + 1]
+        if e - s + 1 >= OVERFIT_EPOCHS and g1 - g0 > GAP_MIN_GROWTH:
+            notes.append(f"The train–test accuracy gap widened from {g0:.4f} to {g1:.4f} over "
+                         f"epochs {rows[s].epoch}–{rows[e + 1].epoch}.")
+    return notes
+
+
+def _f(v: float | None, spec: str = ".4f") -> str:
+    if v is None:
+        return "—"
+    if not math.isfinite(v):
+        return str(v)
+    return format(v, spec)

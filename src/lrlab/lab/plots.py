@@ -1,0 +1,133 @@
+"""Figures of a comparison report (matplotlib, Agg backend, PNG).
+
+- ``lr.png``: the LR of each label over training, overlaid. Exact from the run's schedule spec
+  (per update) when its config is known and it has no metric-driven plateau; otherwise the
+  recorded LR of each epoch (``lr_first``) as steps.
+- ``train_loss.png`` / ``test_acc.png``: per label, the mean over seeds at each epoch (a seed
+  counts at an epoch when it has a finite value there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lrlab.lab.observations import RunData, num
+
+__all__ = ["lr_curve", "mean_curve", "plot_lr", "plot_metric"]
+
+
+def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
+    """(epochs, LRs) of a run: x in epochs from 0 (fractional for per-update schedules)."""
+    cfg = run.config or {}
+    spec = cfg.get("schedule")
+    peak = num(cfg.get("lr_used"))
+    epochs = int(cfg.get("epochs") or 0)
+    upe = int(cfg.get("updates_per_epoch") or 0)
+    if spec and peak and epochs and "plateau" not in spec:
+        from lrlab.errors import LrlabError
+        from lrlab.schedule_view import build_view
+
+        betas = cfg.get("betas")
+        beta2 = float(betas[1]) if betas else (0.99 if cfg.get("optimizer") == "lion" else 0.999)
+        try:
+            if cfg.get("per") == "epoch":
+                view = build_view([spec], lr=peak, epochs=epochs, per="epoch", beta2=beta2)
+                ys = view.curves[0].lrs
+                xs = [float(e) for e in range(epochs)]
+                return [*xs, float(epochs)], [*ys, ys[-1]]  # steps: each epoch's LR held
+            if upe:
+                view = build_view([spec], lr=peak, steps=upe * epochs, steps_per_epoch=upe,
+                                  beta2=beta2)
+                ys = view.curves[0].lrs
+                return [t / upe for t in range(len(ys))], ys
+        except (LrlabError, ValueError):
+            pass
+    pts = [(i, num(r.get("lr_first"))) for i, r in enumerate(run.metrics)]
+    pts = [(float(i), v) for i, v in pts if v is not None and math.isfinite(v)]
+    if not pts:
+        return None
+    xs = [p[0] for p in pts] + [pts[-1][0] + 1]
+    return xs, [p[1] for p in pts] + [pts[-1][1]]
+
+
+def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[int], list[float]]:
+    """(1-based epochs, mean over runs) of metric ``key``, finite values only."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for i, v in enumerate(run.series(key)):
+            if v is not None and math.isfinite(v):
+                by_epoch.setdefault(i + 1, []).append(v)
+    xs = sorted(by_epoch)
+    return xs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs]
+
+
+def _figure(n_labels: int) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    ax.grid(True, alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_prop_cycle(color=[plt.get_cmap("tab10" if n_labels <= 10 else "tab20")(i)
+                             for i in range(max(n_labels, 1))])
+    return fig, ax
+
+
+def _save(fig: Any, ax: Any, path: Path, n: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    if n:
+        ax.legend(fontsize=8 if n <= 8 else 6, ncol=1 if n <= 8 else 2, frameon=False,
+                  loc="best")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
+    """Overlaid LR curves, one per label (its first run with a config)."""
+    fig, ax = _figure(len(groups))
+    drawn, peaks = 0, []
+    for label, runs in groups.items():
+        curve = next((c for c in (lr_curve(r) for r in runs) if c is not None), None)
+        if curve is None:
+            ax.plot([], [])
+            continue
+        ax.plot(*curve, label=label, lw=1.6)
+        peaks.append(max(curve[1]))
+        drawn += 1
+    if peaks and min(peaks) > 0 and max(peaks) / min(peaks) > 50:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate")
+    return _save(fig, ax, path, drawn)
+
+
+def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: str,
+                path: Path, log: bool = False) -> Path:
+    """Mean over seeds of ``key`` per label, against the 1-based epoch."""
+    fig, ax = _figure(len(groups))
+    drawn = 0
+    for label, runs in groups.items():
+        xs, ys = mean_curve(runs, key)
+        n = len(runs)
+        ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
+                label=f"{label}" + (f" ({n} seeds)" if n > 1 else ""))
+        drawn += bool(xs)
+    if log:
+        ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, ax, path, drawn)

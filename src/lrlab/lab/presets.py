@@ -1,0 +1,257 @@
+"""The classic experiments of ``lrlab compare --preset NAME``, as data.
+
+A :class:`Preset` is common settings (TrainConfig keys), a list of :class:`Row` (a label and
+the settings that make it differ) and its default seeds and epochs. A row may carry the
+number a book or course published for it (:class:`Reference`), with its source and the ways
+the published code differs from what the row runs (``notes``): the report prints them next to
+what this machine measured.
+
+The lab's own recipes are named constants (``LRLAB_RECIPE_D2L``, ``LRLAB_RECIPE_UNIT6``):
+tune them there, every preset that uses them follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrlab.errors import LrlabError
+
+__all__ = ["Reference", "Row", "Preset", "PRESETS", "get_preset", "LRLAB_RECIPE_D2L",
+           "LRLAB_RECIPE_UNIT6", "LRLAB_RECIPE_QUICKSTART"]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A number to compare a row with: a published result or a target to beat.
+
+    ``value`` is a test accuracy; ``spread`` is the ± given with it (None when the source
+    gives one number); ``kind`` is ``"published"`` or ``"target"``.
+    """
+
+    value: float
+    source: str
+    spread: float | None = None
+    spread_note: str = ""
+    kind: str = "published"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "spread": self.spread, "spread_note": self.spread_note,
+                "source": self.source, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the comparison: ``settings`` override the preset's common settings."""
+
+    label: str
+    settings: dict[str, Any]
+    reference: Reference | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    description: str
+    common: dict[str, Any]
+    rows: tuple[Row, ...]
+    epochs: int
+    seeds: tuple[int, ...] = (0,)
+    source: str = ""
+    notes: tuple[str, ...] = ()
+    trace: str | None = None  # label of the run shown epoch by epoch
+    baseline: str | None = None  # label the headline compares the best with
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+
+# -- the lab's own recipes (tune here) --------------------------------------------------------
+#: AdamW with a one-epoch warmup and a cosine decay, stepped per update.
+LRLAB_RECIPE_QUICKSTART: dict[str, Any] = {
+    "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "batch_size": 256,
+    "schedule": "warmup(1ep) >> cosine()", "per": "step",
+}
+#: The lab's recipe for D2L's LeNet / Fashion-MNIST / 30-epoch budget.
+LRLAB_RECIPE_D2L: dict[str, Any] = {
+    "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "batch_size": 256,
+    "schedule": "warmup(1ep) >> cosine()", "per": "step",
+}
+#: The lab's recipe for the unit-6 MLP (100-100-50-2) / 100-epoch budget, batch 32.
+LRLAB_RECIPE_UNIT6: dict[str, Any] = {
+    "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.1, "batch_size": 32,
+    "schedule": "warmup(2ep) >> cosine()", "per": "step",
+}
+
+# -- D2L 12.11 ------------------------------------------------------------------------------------
+_D2L = "D2L 12.11 'Learning Rate Scheduling' (d2l.ai), PyTorch tab"
+_D2L_SPREAD = "mean ± 2 sd over the book's 35 published builds"
+_D2L_LOOP = ("the book sets the LR at the end of each epoch to scheduler(epoch), so its epoch e "
+             "trains with scheduler(e-1) and epoch 0 with the optimizer's initial LR; lrlab "
+             "gives epoch e the value at e")
+
+
+def _d2l(value: float, spread: float) -> Reference:
+    return Reference(value, _D2L, spread, _D2L_SPREAD)
+
+
+_D2L_ROWS = (
+    Row("fixed 0.3", {"schedule": "constant()", "lr": 0.3}, _d2l(0.883, 0.013)),
+    Row("square root", {"schedule": "rsqrt()", "lr": 0.1}, _d2l(0.878, 0.007),
+        ("0.1·(t+1)^-1/2 per epoch", _D2L_LOOP)),
+    Row("factor 0.9", {"schedule": "factor(0.9, floor_lr=0.01)", "lr": 2.0}, None,
+        ("the book only plotted FactorScheduler(factor=0.9, stop_factor_lr=1e-2, base_lr=2.0); "
+         "it never trained with it, so there is no published number: this row trains it",
+         "the book's scheduler multiplies before returning, so its first value is 1.8, "
+         "not 2.0")),
+    Row("multi-step", {"schedule": "multistep([15, 30], gamma=0.5)", "lr": 0.5},
+        _d2l(0.886, 0.011),
+        ("the book stepped its MultiStepLR 30 times while plotting it, so its training "
+         "actually ran at a constant 0.125 (0.5·0.5³); this row runs the text's schedule: "
+         "0.5 until epoch 15, then 0.25",)),
+    Row("cosine", {"schedule": "cosine(steps=20, end_lr=0.01)", "lr": 0.3}, _d2l(0.899, 0.005),
+        ("0.3 → 0.01 over 20 epochs, then flat at 0.01", _D2L_LOOP)),
+    Row("warmup + cosine", {"schedule": "warmup(5) >> cosine(steps=15, end_lr=0.01)",
+                            "lr": 0.3}, _d2l(0.898, 0.005),
+        ("lrlab's warmup(5) gives 0.06, 0.12, … 0.3 over epochs 0–4; the book's "
+         "CosineScheduler(warmup_begin_lr=0) gives LR 0 at warmup epoch 0 (a wasted epoch) and "
+         "reaches 0.3 only at epoch 5", _D2L_LOOP)),
+    Row("lrlab", dict(LRLAB_RECIPE_D2L), Reference(
+        0.908, "best single published build of D2L 12.11", kind="target"),
+        ("the lab's own recipe (presets.LRLAB_RECIPE_D2L) on the same LeNet and 30 epochs",)),
+)
+
+# -- Deep Learning Fundamentals, unit 6 ---------------------------------------------------------
+_DLF = "Deep Learning Fundamentals (Lightning AI), unit 6.2/6.3"
+_UNIT6_WDS = (0.01, 0.05, 0.1, 0.3)
+_UNIT6_ROWS = (
+    Row("no schedule", {"schedule": "constant()"}, Reference(0.8625, _DLF)),
+    Row("step", {"schedule": "factor(0.5, every=10)"}, Reference(0.887, _DLF),
+        ("StepLR(step_size=10, gamma=0.5), stepped per epoch",)),
+    Row("plateau", {"schedule": "constant() * plateau(factor=0.1, patience=5)"},
+        Reference(0.892, _DLF),
+        ("ReduceLROnPlateau(factor=0.1, patience=5) on the validation loss, once per epoch",)),
+    Row("cosine", {"schedule": "cosine()"}, Reference(0.886, _DLF),
+        ("CosineAnnealingLR with T_max = the 100 epochs",)),
+    Row("warmup + cosine", {"schedule": "warmup(25, start=0) >> cosine()"},
+        Reference(0.891, _DLF),
+        ("linear warmup from 0 over 25 epochs, then cosine to 0 over the remaining 75; the "
+         "course's exact warmup code was not available to check, so this follows the "
+         "start-at-0 convention (epoch 0 trains at LR 0)",)),
+    Row("adam + cosine", {"optimizer": "adam", "lr": 0.005, "schedule": "cosine()"},
+        Reference(0.8695, _DLF)),
+    *(Row(f"adamw + cosine wd={wd:g}", {"optimizer": "adamw", "lr": 0.005, "weight_decay": wd,
+                                         "schedule": "cosine()"},
+          Reference(0.89, _DLF),
+          ("the course published 0.89 for AdamW without its weight decay; this sweep tries "
+           f"{', '.join(f'{w:g}' for w in _UNIT6_WDS)}",))
+      for wd in _UNIT6_WDS),
+    Row("lrlab", dict(LRLAB_RECIPE_UNIT6), Reference(
+        0.892, "best published row of unit 6 (plateau)", kind="target"),
+        ("the lab's own recipe (presets.LRLAB_RECIPE_UNIT6), same MLP and 100 epochs",)),
+)
+
+# -- optimizers ------------------------------------------------------------------------------------
+_OPTIMIZER_LRS: tuple[tuple[str, float, float], ...] = (
+    ("sgd", 0.1, 0.0), ("momentum", 0.05, 0.0), ("nesterov", 0.05, 0.0),
+    ("rmsprop", 1e-3, 0.0), ("adam", 1e-3, 0.0), ("adamw", 1e-3, 0.05),
+    ("amsgrad", 1e-3, 0.0), ("lion", 1e-4, 0.5), ("adam-nobias", 1e-3, 0.0),
+    ("nsgd", 0.05, 0.0),
+)
+_TOO_HIGH_LRS = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(
+        name="quickstart",
+        title="Quickstart: constant vs cosine vs warmup + cosine (AdamW, LeNet, Fashion-MNIST)",
+        description="AdamW lr 0.01, weight decay 0.05, batch 256 on LeNet / Fashion-MNIST: a "
+        "constant LR, a cosine decay, and a one-epoch warmup before the cosine. A few minutes "
+        "on 2 cores with --jobs 2.",
+        common={"dataset": "fashion-mnist", "model": "lenet", **LRLAB_RECIPE_QUICKSTART},
+        rows=(Row("constant", {"schedule": "constant()"}),
+              Row("cosine", {"schedule": "cosine()"}),
+              Row("warmup + cosine", {"schedule": "warmup(1ep) >> cosine()"})),
+        epochs=5, seeds=(0, 1), trace="warmup + cosine", baseline="constant",
+    ),
+    Preset(
+        name="d2l-schedules",
+        title="D2L 12.11: learning-rate schedules on LeNet / Fashion-MNIST (SGD, 30 epochs)",
+        description="The schedules of D2L's chapter 12.11 as its text describes them, stepped "
+        "per epoch, SGD batch 256, 30 epochs, beside the book's published accuracies; plus "
+        "the lab's own recipe on the same budget. About 7 rows × 3 seeds × 30 LeNet epochs.",
+        common={"dataset": "fashion-mnist", "model": "lenet", "optimizer": "sgd",
+                "batch_size": 256, "per": "epoch"},
+        rows=_D2L_ROWS, epochs=30, seeds=(0, 1, 2), source=_D2L,
+        notes=("The book's network is the same modern LeNet (ReLU, max pooling) as lrlab's.",
+               "Published spreads are mean ± 2 sd over the book's 35 published builds; the "
+               "best single build reached 0.908."),
+        trace="warmup + cosine", baseline="fixed 0.3",
+    ),
+    Preset(
+        name="dl-fundamentals-unit6",
+        title="Deep Learning Fundamentals unit 6: schedulers and Adam vs AdamW (MLP, 100 epochs)",
+        description="The unit-6 benchmark (make_classification, MLP 100-100-50-2, batch 32, "
+        "SGD 0.1, 100 epochs) with the course's schedulers stepped per epoch, Adam vs AdamW "
+        "(a weight-decay sweep), and the lab's recipe.",
+        common={"dataset": "classification", "model": "mlp", "optimizer": "sgd", "lr": 0.1,
+                "batch_size": 32, "per": "epoch"},
+        rows=_UNIT6_ROWS, epochs=100, seeds=(0, 1, 2), source=_DLF,
+        notes=("The course's numbers are single runs (test accuracy after training).",),
+        trace="warmup + cosine", baseline="no schedule",
+    ),
+    Preset(
+        name="warmup-pipeline",
+        title="Warmup from 0 to 0.01 over 5 epochs vs none (Adam, MLP 10-50-2, blobs)",
+        description="A pipeline check with an epoch-by-epoch trace: Adam, batch 32, LR warmed "
+        "linearly from 0 to 0.01 over 5 epochs (stepped per epoch) vs a constant 0.01.",
+        common={"dataset": "blobs", "model": "mlp", "optimizer": "adam", "lr": 0.01,
+                "batch_size": 32, "per": "epoch"},
+        rows=(Row("no warmup", {"schedule": "constant()"}),
+              Row("warmup 5", {"schedule": "warmup(5, start=0)"},
+                  notes=("start=0: epoch 0 trains at LR 0, as in the HF/D2L convention",))),
+        epochs=10, seeds=(0, 1, 2),
+        notes=("Adam, not SGD: at LR 0.01 SGD barely moves this MLP in 10 epochs, so a "
+               "warmup would have nothing to tame; Adam's early steps are where warmup acts.",),
+        trace="warmup 5", baseline="no warmup",
+    ),
+    Preset(
+        name="optimizers",
+        title="Optimizers side by side (LeNet / Fashion-MNIST, warmup + cosine, 5 epochs)",
+        description="SGD, momentum, Nesterov, RMSProp, Adam, AdamW, AMSGrad, Lion, Adam "
+        "without bias correction and normalized SGD, each at a usual LR for it, all with a "
+        "one-epoch warmup and a cosine decay.",
+        common={"dataset": "fashion-mnist", "model": "lenet", "batch_size": 256,
+                "schedule": "warmup(1ep) >> cosine()", "per": "step"},
+        rows=tuple(Row(name, {"optimizer": name, "lr": lr, "weight_decay": wd},
+                       notes=(f"lr {lr:g}" + (f", weight decay {wd:g}" if wd else ""),))
+                   for name, lr, wd in _OPTIMIZER_LRS),
+        epochs=5, seeds=(0,),
+        notes=("LRs: SGD 0.1; heavy-ball and Nesterov momentum (0.9) 0.05, i.e. an effective "
+               "step 0.5; adaptive methods 1e-3; Lion 1e-4 with weight decay 0.5 (Lion wants "
+               "an LR 3-10x smaller and a decay 3-10x larger than AdamW's).",),
+        trace="adamw", baseline="sgd",
+    ),
+    Preset(
+        name="lr-too-high",
+        title="LR too low … too high: SGD-momentum with and without warmup (LeNet, 3 epochs)",
+        description="SGD with momentum 0.9 at LRs from 1e-3 to 10, with a one-epoch warmup "
+        "before a cosine and with the cosine alone: loss spikes, divergence, and what warmup "
+        "rescues.",
+        common={"dataset": "fashion-mnist", "model": "lenet", "optimizer": "momentum",
+                "batch_size": 256, "per": "step"},
+        rows=tuple(Row(f"{tag} lr={lr:g}", {"lr": lr, "schedule": spec})
+                   for lr in _TOO_HIGH_LRS
+                   for tag, spec in (("warmup", "warmup(1ep) >> cosine()"),
+                                     ("no warmup", "cosine()"))),
+        epochs=3, seeds=(0,), trace="warmup lr=1", baseline="no warmup lr=0.01",
+    ),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; LrlabError listing the valid names otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise LrlabError(f"unknown preset {name!r}; choose from: {', '.join(PRESETS)}") \
+            from None
