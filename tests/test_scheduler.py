@@ -163,7 +163,8 @@ def test_resume_at_a_million_updates_is_closed_form():
     state["last_epoch"] = 1_000_000
     s.load_state_dict(state)
     u, T = 1_000_000 - 1000, 2_000_000 - 1000
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * u / T)) / 2)
+    expected = 0.1 + 0.9 * (1 + math.cos(math.pi * u / T)) / 2
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_errors_are_value_errors_with_one_line():

@@ -109,16 +109,22 @@ class Scheduler(LRScheduler):
         for peak in self._peaks:
             if peak not in self._resolved:
                 self._resolved[peak] = self.schedule.resolve(self._context(peak))
-        self._shared = next(iter(self._resolved.values())) if len(self._resolved) == 1 else None
+        # Without absolute values (end_lr=...) every peak resolves to the same multipliers:
+        # then one evaluation per step serves all groups.
+        distinct = set(self._resolved.values())
+        self._shared = next(iter(distinct)).evaluator() if len(distinct) == 1 else None
 
     # -- the closed form -----------------------------------------------------------------
     def multiplier(self, t: int, group: int = 0) -> float:
         """The multiplier of ``group``'s peak for update (or epoch) ``t``, plateau included."""
-        sched = self._shared or self._resolved[self._peaks[group]]
-        m = sched(t)
+        m = self._resolved[self._peaks[group]](t)
         if self.plateau_state is not None:
             m *= self.plateau_state.factor
         return m
+
+    def bound(self, group: int = 0) -> Schedule:
+        """The schedule as resolved for ``group`` (every duration in updates or epochs)."""
+        return self._resolved[self._peaks[group]]
 
     def lr_at(self, t: int) -> list[float]:
         """LR of every param group for update (or epoch) ``t``, without changing any state."""
@@ -128,18 +134,21 @@ class Scheduler(LRScheduler):
         return self.lr_at(max(self.last_epoch, 0))
 
     def _apply(self) -> None:
-        t = max(self.last_epoch, 0)
-        groups = self.optimizer.param_groups
-        if self._shared is not None:
-            m = self._shared(t)
-            if self.plateau_state is not None:
-                m *= self.plateau_state.factor
-            lrs = [peak * m for peak in self._peaks]
-        else:
+        """Set every group's LR for the current count (the hot path: kept lean)."""
+        t = self.last_epoch if self.last_epoch > 0 else 0
+        shared = self._shared
+        if shared is None:
             lrs = self.lr_at(t)
-        for group, lr in zip(groups, lrs):
+        else:
+            m = shared(t)
+            plateau = self.plateau_state
+            if plateau is not None:
+                m *= plateau.factor
+            lrs = [peak * m for peak in self._peaks]
+        Tensor = torch.Tensor
+        for group, lr in zip(self.optimizer.param_groups, lrs):
             current = group["lr"]
-            if isinstance(current, torch.Tensor):
+            if isinstance(current, Tensor):
                 current.fill_(lr)  # in place: no torch.compile recompiles
             else:
                 group["lr"] = lr

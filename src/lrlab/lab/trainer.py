@@ -285,7 +285,7 @@ class _Trainer:
 
     def _warmup_description(self) -> str | None:
         """The warmup this run uses, in updates, or None when it starts without one."""
-        bound = self.scheduler._shared or next(iter(self.scheduler._resolved.values()))
+        bound = self.scheduler.bound()
         if bound.phase_at(0) != "warmup":
             return None
         ends = bound.boundaries()

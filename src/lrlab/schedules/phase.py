@@ -8,6 +8,7 @@ is pinned at its end value (the formula at ``u = T``; for warmup, 1). Subclasses
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -85,8 +86,8 @@ class Phase(Schedule):
         return (replace(self, steps=steps, **self._resolve_args(ctx, T)),)
 
     # -- evaluation (resolved phases only) ---------------------------------------------
-    @property
-    def _T(self) -> int | None:
+    @functools.cached_property
+    def _T(self) -> int | None:  # cached: read on every evaluation
         return None if self.steps is None else int(self.steps.value)
 
     def _value(self, u: int) -> float:
