@@ -228,3 +228,20 @@ def test_train_errors_are_one_line_exit_2(tmp_path, mnist_dir, args, needle):
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert needle in r.stderr
+
+
+def test_param_group_flags_reach_the_optimizer(tmp_path):
+    """lr_mult and layer decay multiply (BEiT: layer i of L gets decay^(L-i)); biases and
+    no_decay patterns get no weight decay. The blobs MLP is Flatten-Linear-ReLU-Linear, so its
+    parameter-owning layers are '1' (layer 0) and '3' (layer L=1)."""
+    cfg = TrainConfig(dataset="blobs", optimizer="adamw", lr=0.01, weight_decay=0.1, epochs=1,
+                      lr_mult={"1.*": 0.1}, layer_decay=0.5, no_decay=["3.weight"],
+                      out=str(tmp_path), quiet=True)
+    res = train(cfg)
+    groups = torch.load(res.path / "checkpoint.pt", weights_only=False)["optimizer"][
+        "param_groups"]
+    by_name = {n: (g["initial_lr"], g["weight_decay"]) for g in groups for n in g["param_names"]}
+    assert by_name["1.weight"] == (pytest.approx(0.01 * 0.1 * 0.5), 0.1)
+    assert by_name["1.bias"] == (pytest.approx(0.01 * 0.1 * 0.5), 0.0)
+    assert by_name["3.weight"] == (pytest.approx(0.01), 0.0)
+    assert by_name["3.bias"] == (pytest.approx(0.01), 0.0)

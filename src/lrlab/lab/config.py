@@ -41,6 +41,8 @@ class TrainConfig:
     ``model=None`` picks ``lenet`` for image datasets and ``mlp`` for tabular ones.
     ``hidden`` is the MLP's hidden sizes as ``"100-50"`` (None: the dataset's default).
     ``per`` steps the schedule per update (``"step"``) or per epoch (``"epoch"``).
+    ``no_decay``/``lr_mult``/``layer_decay``: param groups (see ``lrlab.optim.param_groups``):
+    name patterns without weight decay, per-pattern LR multipliers, layer-wise LR decay.
     ``channels_last``: True/False, or None to decide by device and model.
     ``scale_lr``/``ref_batch``: scale ``lr`` from ``ref_batch`` to the global batch
     (``batch_size`` × world size × ``accumulate``) with the linear or sqrt rule.
@@ -55,6 +57,9 @@ class TrainConfig:
     betas: tuple[float, float] | None = None
     momentum: float | None = None
     eps: float | None = None
+    no_decay: list[str] = field(default_factory=list)
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    layer_decay: float | None = None
     schedule: str = "constant()"
     per: str = "step"
     epochs: int = 10
@@ -121,6 +126,11 @@ class TrainConfig:
             raise bad("momentum", f"must be in [0, 1), got {self.momentum}")
         if self.eps is not None and not self.eps > 0:
             raise bad("eps", f"must be > 0, got {self.eps}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise bad("layer_decay", f"must be in (0, 1], got {self.layer_decay}")
+        for pattern, mult in dict(self.lr_mult).items():
+            if not isinstance(mult, (int, float)) or not math.isfinite(mult) or mult < 0:
+                raise bad("lr_mult", f"{pattern}: multiplier must be a number >= 0, got {mult!r}")
         if self.per not in ("step", "epoch"):
             raise bad("per", f"must be 'step' or 'epoch', got {self.per!r}")
         if self.amp not in ("auto", "bf16", "off"):

@@ -239,7 +239,8 @@ class _Trainer:
             lr = scale_lr(base_lr, self.global_batch, cfg.ref_batch, rule=cfg.scale_lr)
         self.lr = lr
         self.optimizer = build_optimizer(cfg.optimizer, model, lr, cfg.weight_decay,
-                                         **_optimizer_hyper(cfg))
+                                         no_decay=cfg.no_decay, lr_mult=cfg.lr_mult or None,
+                                         layer_decay=cfg.layer_decay, **_optimizer_hyper(cfg))
         self.scheduler = Scheduler(self.optimizer, cfg.schedule, total_steps=self.total_updates,
                                    steps_per_epoch=self.updates_per_epoch, per=cfg.per,
                                    epochs=cfg.epochs)
