@@ -96,6 +96,13 @@ def _betas(text: str) -> tuple[float, float]:
     return values  # type: ignore[return-value]
 
 
+def _lr_mult(text: str) -> tuple[str, float]:
+    pattern, sep, mult = text.rpartition("=")
+    if not sep or not pattern:
+        raise argparse.ArgumentTypeError(f"expected PATTERN=MULT, got {text!r}")
+    return pattern, _finite_float(mult)
+
+
 def _lr(text: str) -> float | str:
     return "auto" if text == "auto" else _finite_float(text)
 
@@ -119,6 +126,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--betas", type=_betas, default=S, help="e.g. 0.9,0.999")
     g.add_argument("--momentum", type=_finite_float, default=S)
     g.add_argument("--eps", type=_finite_float, default=S)
+    g.add_argument("--no-decay", action="append", default=S, metavar="PATTERN",
+                   help="no weight decay on parameters matching this name pattern (repeatable; "
+                   "biases and norm layers never decay)")
+    g.add_argument("--lr-mult", action="append", type=_lr_mult, default=S,
+                   metavar="PATTERN=MULT", help="LR multiplier for matching parameters, e.g. "
+                   "'fc*=0.1' (repeatable)")
+    g.add_argument("--layer-decay", type=_finite_float, default=S,
+                   help="layer-wise LR decay (BEiT): layer i of L gets decay^(L-i)")
     g.add_argument("--schedule", default=S, help='spec, e.g. "warmup(1ep) >> cosine()"')
     g.add_argument("--per", choices=["step", "epoch"], default=S,
                    help="step the schedule per update (default) or per epoch")
@@ -156,7 +171,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:  # noqa: F821
     names = {f for f in TrainConfig.__dataclass_fields__}
     for key, value in vars(args).items():
         if key in names:
-            data[key] = value
+            data[key] = dict(value) if key == "lr_mult" else value
     return config_from_dict(data, source=getattr(args, "config", None) or "flags")
 
 
@@ -315,11 +330,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                            grid=parse_grid(args.grid), seeds=seeds,
                            epochs=getattr(args, "epochs", None), overrides=overrides,
                            out=getattr(args, "out", None))
+    if args.trace and all(args.trace not in (d["label"], r.name)
+                          for d in plan.labels for r in plan.runs):
+        raise LrlabError(f"--trace: no run labelled {args.trace!r}; labels: "
+                         + ", ".join(d["label"] for d in plan.labels))
     quiet = bool(getattr(args, "quiet", False))
     labels = len(plan.labels)
     if not quiet:
-        print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × "
-              f"{len(plan.runs) // max(labels, 1)} seeds) in {plan.out}, {args.jobs} at a time")
+        n_seeds = len(plan.runs) // max(labels, 1)
+        print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × {n_seeds} "
+              f"seed{'s' if n_seeds > 1 else ''}) in {plan.out}, {args.jobs} at a time")
     try:
         outcomes = run_comparison(plan, args.jobs, echo=not quiet)
     except KeyboardInterrupt:
