@@ -95,6 +95,7 @@ def comparison(tmp_path):
                    {"diverged_at": {"update": 15, "lr": 3.0, "loss": "inf", "epoch": 1}}
                    if status == "diverged" else None)
     meta = {"title": "T", "source": "test", "baseline": "b", "notes": ["a note"],
+            "contrasts": [["a", "b"], ["b", "a"], ["a", "nope"]],
             "labels": [{"label": "a", "notes": ["row note"],
                         "reference": {"value": 0.8, "spread": 0.01, "kind": "published",
                                       "source": "book"}},
@@ -148,3 +149,14 @@ def test_trace_label_must_exist(comparison, capsys):
     assert "no run labelled 'zzz'" in capsys.readouterr().err
     assert main(["report", str(comparison), "--trace", "b"]) == 0
     assert "Epoch by epoch: b-s0" in (comparison / "report.md").read_text()
+
+
+def test_contrasts_compare_final_means(comparison):
+    write_report(comparison)
+    md = (comparison / "report.md").read_text()
+    section = md.split("## Side by side", 1)[1].split("## Curves", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| a") or ln.startswith("| b")]
+    # a: mean of 0.80 and 0.90; b: its one finished run, 0.75; noise = sd of a = 0.0707
+    assert lines[0].startswith("| a | b | 0.8500 ± 0.0707 | 0.7500 | +0.1000 | better |")
+    assert lines[1].startswith("| b | a | 0.7500 | 0.8500 ± 0.0707 | -0.1000 | worse |")
+    assert len(lines) == 2  # a pair naming an unknown label is left out

@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -76,11 +77,12 @@ class ComparisonPlan:
     notes: list[str] = field(default_factory=list)
     trace: str | None = None
     baseline: str | None = None
+    contrasts: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "title": self.title, "source": self.source,
                 "notes": self.notes, "trace": self.trace, "baseline": self.baseline,
-                "labels": self.labels,
+                "contrasts": self.contrasts, "labels": self.labels,
                 "runs": [{"name": r.name, "label": r.label, "seed": r.seed} for r in self.runs]}
 
 
@@ -242,6 +244,7 @@ def plan_comparison(
     title, source, notes = "", "", []
     trace = baseline = None
     plan_seeds: list[int] = [0]
+    contrasts: list[list[str]] = []
     if preset and file:
         raise LrlabError("give --preset or a TOML file, not both")
     if preset:
@@ -255,6 +258,7 @@ def plan_comparison(
         if p.source:
             notes.insert(0, f"Source: {p.source}.")
         trace, baseline, plan_seeds = p.trace, p.baseline, list(p.seeds)
+        contrasts = [list(c) for c in p.contrasts]
         for key, values in p.grid.items():
             grid.setdefault(key, list(values))
         default_out = Path("compare") / p.name
@@ -320,7 +324,10 @@ def plan_comparison(
                 config = config_from_dict(settings, source=f"run {label!r}")
                 _check_schedule(config, label)
                 runs.append(PlannedRun(name, label, seed, config))
-    return ComparisonPlan(out_dir, title, source, runs, labels, notes, trace, baseline)
+    if grid:  # the grid renames the rows' labels: contrasts no longer name them
+        contrasts = []
+    return ComparisonPlan(out_dir, title, source, runs, labels, notes, trace, baseline,
+                          contrasts)
 
 
 def _check_schedule(config: TrainConfig, label: str) -> None:
@@ -376,7 +383,8 @@ def _outcome_line(i: int, n: int, o: RunOutcome) -> str:
     if o.skipped:
         return head + f"skipped, already {text}"
     secs = s.get("time_s")
-    text += f" ({secs:.0f} s)" if isinstance(secs, (int, float)) else ""
+    if isinstance(secs, (int, float)):
+        text += f" ({secs:.1f} s)" if secs < 10 else f" ({secs:.0f} s)"
     return head + text + (" [resumed]" if o.resumed else "")
 
 
@@ -533,9 +541,15 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
                 running.remove(w)
                 finish(w.outcome())
     except KeyboardInterrupt:
+        # workers in our process group got the same Ctrl-C and checkpoint; one that did not
+        # (the signal was sent to this process only) is asked to stop after a grace period
         for w in running:
             try:
-                w.proc.wait()
+                try:
+                    w.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    w.proc.send_signal(signal.SIGINT)
+                    w.proc.wait()
             except KeyboardInterrupt:
                 w.proc.kill()
                 w.proc.wait()

@@ -113,16 +113,20 @@ def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
 
 def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: str,
                 path: Path, log: bool = False) -> Path:
-    """Mean over seeds of ``key`` per label, against the 1-based epoch."""
+    """Mean over seeds of ``key`` per label, against the 1-based epoch (``log``: a log scale
+    when the values span more than a factor of 20, e.g. a loss that blew up)."""
     fig, ax = _figure(len(groups))
     drawn = 0
+    values: list[float] = []
     for label, runs in groups.items():
         xs, ys = mean_curve(runs, key)
+        values += ys
         n = len(runs)
         ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
                 label=f"{label}" + (f" ({n} seeds)" if n > 1 else ""))
         drawn += bool(xs)
-    if log:
+    pos = [v for v in values if v > 0]
+    if log and pos and max(pos) / min(pos) > 20:  # only when the range needs it
         ax.set_yscale("log")
     from matplotlib.ticker import MaxNLocator
 

@@ -343,6 +343,28 @@ def _headline(stats: list[LabelStats], baseline: str | None) -> list[str]:
     return lines
 
 
+def _contrasts(stats: list[LabelStats], pairs: list[list[str]]) -> list[list[str]]:
+    """Rows "A vs B": final means, their difference, and whether it exceeds the noise (the
+    larger of the two seed sds; with one seed any difference counts)."""
+    by = {s.label: s for s in stats}
+    rows = []
+    for a, b in pairs:
+        sa, sb = by.get(a), by.get(b)
+        if sa is None or sb is None:
+            continue
+        ma, mb = sa.final_mean, sb.final_mean
+        if ma is None or mb is None:
+            verdict, diff = "not comparable (a run did not finish)", ""
+        else:
+            noise = max(sa.final_sd or 0.0, sb.final_sd or 0.0)
+            d = ma - mb
+            diff = f"{d:+.4f}"
+            verdict = ("within noise" if abs(d) <= noise else
+                       "better" if d > 0 else "worse")
+        rows.append([a, b, _acc(ma, sa.final_sd), _acc(mb, sb.final_sd), diff, verdict])
+    return rows
+
+
 def _choose_trace(meta: dict[str, Any], runs: list[RunData], trace: str | None) -> RunData | None:
     with_data = [r for r in runs if r.metrics]
     if not with_data:
@@ -371,11 +393,14 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
               "diff", "time (s)", "examples/s", "notes"]
     rows = []
     foot: list[str] = []
+    numbers: dict[str, int] = {}  # a note shared by several rows is listed once
     for s in stats:
         marks = []
         for note in s.notes:
-            foot.append(f"[{len(foot) + 1}] {s.label}: {note}")
-            marks.append(f"[{len(foot)}]")
+            if note not in numbers:
+                numbers[note] = len(foot) + 1
+                foot.append(f"[{numbers[note]}] {s.label}: {note}")
+            marks.append(f"[{numbers[note]}]")
         rows.append([s.label, str(len(s.runs)), _status_text(s.status),
                      _acc(s.final_mean, s.final_sd), _acc(s.best_mean, s.best_sd),
                      _ref_text(s.reference), "" if s.diff is None else f"{s.diff:+.4f}",
@@ -388,6 +413,12 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
                         "epoch; diff = final mean − reference."))
     if foot:
         blocks.append(Block("ul", items=foot))
+
+    contrast_rows = _contrasts(stats, meta.get("contrasts") or [])
+    if contrast_rows:
+        blocks.append(Block("h2", "Side by side"))
+        blocks.append(Block("table", header=["label", "versus", "final test acc", "versus acc",
+                                             "diff", "verdict"], rows=contrast_rows))
 
     from lrlab.lab.plots import plot_lr, plot_metric
 
