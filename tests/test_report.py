@@ -160,3 +160,13 @@ def test_contrasts_compare_final_means(comparison):
     assert lines[0].startswith("| a | b | 0.8500 ± 0.0707 | 0.7500 | +0.1000 | better |")
     assert lines[1].startswith("| b | a | 0.7500 | 0.8500 ± 0.0707 | -0.1000 | worse |")
     assert len(lines) == 2  # a pair naming an unknown label is left out
+
+
+def test_lone_warmup_phase_ends_at_its_length():
+    # warmup(2, start=0) alone, per epoch, peak 0.1: 0, 0.05, then pinned at 0.1
+    lrs = [0.0, 0.05, 0.1, 0.1]
+    cfg = {**CONFIG, "schedule": "warmup(2, start=0)", "epochs": 4}
+    run = RunData("r", "r", 0, cfg, _rows([1.0] * 4, [1.0] * 4, [0.5] * 4, lrs=lrs),
+                  status="ok")
+    assert [t.phase for t in trace_rows(run)] == ["warmup", "warmup", "peak", "peak"]
+    assert any(n.startswith("Warmup ran over epochs 1–2 (2 epochs)") for n in observations(run))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["RunData", "TraceRow", "num", "trace_rows", "observations", "has_warmup",
+           "warmup_length",
            "SPIKE", "OVERFIT_EPOCHS"]
 
 SPIKE = 0.20
@@ -129,6 +130,19 @@ def _bound_schedule(config: dict[str, Any] | None) -> tuple[Any, int] | None:
         return None
 
 
+def warmup_length(config: dict[str, Any] | None) -> tuple[int, str] | None:
+    """Length of the schedule's leading warmup: (count, "updates" or "epochs")."""
+    bound = _bound_schedule(config)
+    if bound is None or bound[0].phase_at(0) != "warmup":
+        return None
+    ends = bound[0].boundaries()
+    n = ends[0] if ends else getattr(bound[0], "_T", None)
+    if not n:
+        return None
+    unit = "epoch" if (config or {}).get("per") == "epoch" else "update"
+    return int(n), unit + ("s" if n != 1 else "")
+
+
 def has_warmup(config: dict[str, Any] | None) -> bool:
     """True when the run's schedule starts with a warmup phase."""
     if config and config.get("warmup"):
@@ -151,8 +165,10 @@ def trace_rows(run: RunData) -> list[TraceRow]:
         first, last = num(r.get("lr_first")), num(r.get("lr_last"))
         lr = first if first is not None else num(r.get("lr"))
         phase = "flat"
-        if bound is not None and bound[0].phase_at(int(r.get("epoch", i)) * bound[1]) == "warmup":
-            phase = "warmup"
+        below_peak = lr is not None and peak is not None and lr < peak * 0.999
+        if bound is not None and below_peak \
+                and bound[0].phase_at(int(r.get("epoch", i)) * bound[1]) == "warmup":
+            phase = "warmup"  # a lone warmup phase stays "warmup" (pinned at 1) after its end
         elif bound is None and lr is not None and last is not None and last > lr * 1.001 \
                 and peak is not None and last < peak * 0.999:
             phase = "warmup"
@@ -198,18 +214,16 @@ def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
     rows = rows if rows is not None else trace_rows(run)
     notes: list[str] = []
     warm = [r.epoch for r in rows if r.phase == "warmup"]
-    desc = (run.config or {}).get("warmup")
+    length = warmup_length(run.config)
     if warm:
         peak_lr = max((r.lr_first for r in rows if r.lr_first is not None), default=None)
         end = warm[-1]
         text = f"Warmup ran over epoch{'s 1–' if end > 1 else ' '}{end}"
-        if desc:
-            text += f" ({desc})"
+        if length:
+            text += f" ({length[0]} {length[1]})"
         if end < len(rows):
             text += f"; the LR reached its peak {peak_lr:.4g} at epoch {end + 1}"
         notes.append(text + ".")
-    elif desc:
-        notes.append(f"Warmup ({desc}) finished within epoch 1.")
     for prev, r in zip(rows, rows[1:]):
         if "loss spike" in r.marks and prev.train_loss is not None:
             rise = (r.train_loss / prev.train_loss - 1) * 100 if r.train_loss is not None \
@@ -237,7 +251,7 @@ def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
     if best is not None:
         final = rows[-1].test_acc if rows else None
         text = f"Best test accuracy {best[0]:.4f} at epoch {best[1]} of {len(rows)}"
-        if final is not None and run.complete and best[1] != len(rows):
+        if final is not None and run.complete and final != best[0]:
             text += f"; final {final:.4f} ({final - best[0]:+.4f})"
         notes.append(text + ".")
     if run.status == "failed" and run.error:
