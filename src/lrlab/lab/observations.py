@@ -157,6 +157,7 @@ def trace_rows(run: RunData) -> list[TraceRow]:
     lrs = [v for r in run.metrics for v in (num(r.get("lr_first")), num(r.get("lr_last")))
            if v is not None and math.isfinite(v)]
     peak = max(lrs) if lrs else None
+    warm = warmup_length(run.config)
     best = run.best()
     rows: list[TraceRow] = []
     prev_lr: float | None = None
@@ -165,10 +166,10 @@ def trace_rows(run: RunData) -> list[TraceRow]:
         first, last = num(r.get("lr_first")), num(r.get("lr_last"))
         lr = first if first is not None else num(r.get("lr"))
         phase = "flat"
-        below_peak = lr is not None and peak is not None and lr < peak * 0.999
-        if bound is not None and below_peak \
-                and bound[0].phase_at(int(r.get("epoch", i)) * bound[1]) == "warmup":
-            phase = "warmup"  # a lone warmup phase stays "warmup" (pinned at 1) after its end
+        # the leading warmup's own length: a lone warmup phase is pinned at 1 after it
+        if bound is not None and warm is not None \
+                and int(r.get("epoch", i)) * bound[1] < warm[0]:
+            phase = "warmup"
         elif bound is None and lr is not None and last is not None and last > lr * 1.001 \
                 and peak is not None and last < peak * 0.999:
             phase = "warmup"
