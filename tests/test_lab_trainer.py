@@ -53,6 +53,7 @@ def test_two_epoch_run_writes_well_formed_records(tmp_path, mnist_dir):
     config = json.loads((run / "config.json").read_text())
     assert config["updates_per_epoch"] == math.ceil(600 / 64)
     assert config["lr_used"] == 0.003 and config["model"] == "lenet"
+    assert config["warmup"] == f"{math.ceil(600 / 64)} updates"  # warmup(1ep)
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [0, 1]
     spe = math.ceil(600 / 64)

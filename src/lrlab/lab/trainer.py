@@ -289,9 +289,9 @@ class _Trainer:
         bound = self.scheduler.bound()
         if bound.phase_at(0) != "warmup":
             return None
-        ends = bound.boundaries()
+        length = bound.phases[0]._T  # the resolved warmup's own length
         unit = "epochs" if self.config.per == "epoch" else "updates"
-        return f"{ends[0] if ends else self.total_updates} {unit}"
+        return f"{length} {unit}"
 
     def _warn_scaled_lr_without_warmup(self, base_lr: float, lr: float) -> None:
         if lr > base_lr * 2 and self._warmup_description() is None:
