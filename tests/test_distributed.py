@@ -109,3 +109,21 @@ def test_killed_two_rank_run_resumes_to_the_same_result(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert_close_params(tmp_path / "cut", tmp_path / "ref", tol=1e-6)
     assert [x["epoch"] for x in read_jsonl(metrics)] == list(range(8))
+
+
+def test_compare_launches_each_run_distributed_without_breaking_parallel_workers(tmp_path):
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "lrlab", "compare", "--grid",
+                        "optimizer=sgd,adam", "--dataset", "blobs", "--epochs", "1",
+                        "--batch-size", "16", "--jobs", "2", "--nproc-per-run", "2",
+                        "--out", str(out), "--quiet"],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    runs = sorted(p for p in (out / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        assert config["world_size"] == 2 and config["global_batch"] == 32
+        assert json.loads((run / "summary.json").read_text())["status"] == "ok"
+        assert len(read_jsonl(run / "metrics.jsonl")) == 1  # rank 0 alone wrote
+    assert (out / "summary.csv").exists()

@@ -293,6 +293,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every run, e.g. 0,1,2")
     p.add_argument("--jobs", type=_positive_int, default=1,
                    help="parallel worker processes (they share the cores)")
+    p.add_argument("--nproc-per-run", type=_positive_int, default=1, metavar="N",
+                   help="launch each run under torchrun with N data-parallel ranks")
     p.add_argument("--trace", metavar="LABEL",
                    help="label of the run shown epoch by epoch in the report")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -317,7 +319,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                          "labels); use --out DIR")
     if args.file and args.config:
         raise LrlabError("give the TOML file once (FILE.toml or --config)")
-    fields = set(TrainConfig.__dataclass_fields__) - {"out", "epochs"}
+    fields = set(TrainConfig.__dataclass_fields__) - {"out", "epochs", "quiet", "name"}
     overrides = {k: v for k, v in vars(args).items() if k in fields}
     seeds = None
     if args.seeds is not None:
@@ -341,7 +343,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × {n_seeds} "
               f"seed{'s' if n_seeds > 1 else ''}) in {plan.out}, {args.jobs} at a time")
     try:
-        outcomes = run_comparison(plan, args.jobs, echo=not quiet)
+        outcomes = run_comparison(plan, args.jobs, echo=not quiet,
+                                  nproc_per_run=args.nproc_per_run)
     except KeyboardInterrupt:
         print(f"lrlab compare: interrupted; run the same command again to resume "
               f"({plan.out})", file=sys.stderr)

@@ -395,7 +395,8 @@ def _num(v: Any) -> str:
 class _Worker:
     """One run in its own ``python -c`` process; the result comes back as a JSON file."""
 
-    def __init__(self, run: PlannedRun, out: Path, threads: int, resumed: bool) -> None:
+    def __init__(self, run: PlannedRun, out: Path, threads: int, resumed: bool,
+                 nproc: int = 1) -> None:
         self.run, self.resumed = run, resumed
         logs = out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -406,10 +407,14 @@ class _Worker:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.log = (logs / f"{run.name}.log").open("a")
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from lrlab.lab.compare import worker_main; "
-             "sys.exit(worker_main(sys.argv[1]))", str(self.job)],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        if nproc > 1:  # one torchrun per run: its ranks share this worker's cores
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={nproc}", "-m", "lrlab.lab.compare", str(self.job)]
+        else:
+            cmd = [sys.executable, "-c", "import sys; from lrlab.lab.compare import "
+                   "worker_main; sys.exit(worker_main(sys.argv[1]))", str(self.job)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
 
     def outcome(self) -> RunOutcome:
         self.log.close()
@@ -454,7 +459,8 @@ def worker_main(job_path: str) -> int:
         if not isinstance(exc, LrlabError):
             message = f"{type(exc).__name__}: {message}"
         payload = {"status": "failed", "summary": {}, "error": message}
-    write_json_atomic(result_path, payload)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports for the run
+        write_json_atomic(result_path, payload)
     return 0
 
 
@@ -467,10 +473,14 @@ def _bar(total: int, enabled: bool) -> Any:
 
 
 def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None = None,
-                   echo: bool = True, write: Callable[[str], None] | None = None
-                   ) -> list[RunOutcome]:
+                   echo: bool = True, write: Callable[[str], None] | None = None,
+                   nproc_per_run: int = 1) -> list[RunOutcome]:
     """Run every run of ``plan`` not already finished, ``jobs`` at a time; write the plan and
     any failures to ``comparison.json``. Returns one outcome per run, in plan order.
+
+    ``nproc_per_run > 1`` launches each run under torchrun with that many data-parallel
+    ranks (gloo on the CPU, nccl on CUDA); threads per rank are the cores divided by
+    ``jobs × nproc_per_run``.
 
     A KeyboardInterrupt waits for the workers (they checkpoint and stop) and is re-raised.
     """
@@ -500,7 +510,9 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
         progress = echo and sys.stderr.isatty()
     bar = _bar(len(plan.runs), progress)
     say = write or (bar.write if bar is not None else print)
-    threads = max(1, _cores() // jobs)
+    if nproc_per_run <= 0:
+        raise LrlabError(f"--nproc-per-run must be a positive integer, got {nproc_per_run}")
+    threads = max(1, _cores() // (jobs * nproc_per_run))
     n = len(plan.runs)
     outcomes: dict[str, RunOutcome] = {}
     done = 0
@@ -535,7 +547,7 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
                 run, resumed = pending.pop(0)
                 if run.config.threads is None:
                     run.config.threads = threads
-                running.append(_Worker(run, out, run.config.threads, resumed))
+                running.append(_Worker(run, out, run.config.threads, resumed, nproc_per_run))
             time.sleep(0.05)
             for w in [w for w in running if w.proc.poll() is not None]:
                 running.remove(w)
@@ -560,3 +572,7 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     if bar is not None:
         bar.close()
     return [outcomes[r.name] for r in plan.runs]
+
+
+if __name__ == "__main__":  # a torchrun rank of one run: python -m lrlab.lab.compare JOB
+    sys.exit(worker_main(sys.argv[1]))
