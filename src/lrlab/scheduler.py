@@ -144,7 +144,18 @@ class Scheduler(LRScheduler):
             plateau = self.plateau_state
             if plateau is not None:
                 m *= plateau.factor
-            lrs = [peak * m for peak in self._peaks]
+            peaks = self._peaks
+            if len(peaks) == 1:  # the common case, without the loop
+                lr = peaks[0] * m
+                group = self.optimizer.param_groups[0]
+                current = group["lr"]
+                if isinstance(current, torch.Tensor):
+                    current.fill_(lr)
+                else:
+                    group["lr"] = lr
+                self._last_lr = [lr]
+                return
+            lrs = [peak * m for peak in peaks]
         Tensor = torch.Tensor
         for group, lr in zip(self.optimizer.param_groups, lrs):
             current = group["lr"]
