@@ -406,3 +406,13 @@ def test_real_fashion_mnist():
     assert ds.y_test.bincount().tolist() == [1000] * 10
     assert abs(ds.x_train.mean().item()) < 1e-4
     assert abs(ds.x_train.double().std(unbiased=False).item() - 1.0) < 1e-4
+
+
+def test_unit_pixels_are_raw_over_255(tmp_path):
+    """pixels='unit' is torchvision's ToTensor scaling (what D2L trains on): raw / 255."""
+    arrays = write_mnist_dir(tmp_path, n_train=30, n_test=10, seed=3)
+    ds = load_dataset("fashion-mnist", tmp_path, pixels="unit")
+    expected = torch.from_numpy(arrays.x_train.astype("float32") / 255.0).unsqueeze(1)
+    torch.testing.assert_close(ds.x_train, expected, atol=1e-7, rtol=0)
+    with pytest.raises(LrlabError, match="pixels"):
+        load_dataset("fashion-mnist", tmp_path, pixels="zscore")

@@ -116,6 +116,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=S, help="directory with the IDX files")
     g.add_argument("--limit", type=_positive_int, default=S,
                    help="use the first N training examples")
+    g.add_argument("--pixels", choices=["standard", "unit"], default=S,
+                   help="image preprocessing: standardised (default) or pixels/255 only")
     g.add_argument("--model", default=S, help="lenet or mlp (default: by dataset)")
     g.add_argument("--hidden", default=S, help="MLP hidden sizes, e.g. 100-50")
     g = p.add_argument_group("optimizer and schedule")

@@ -43,6 +43,8 @@ class TrainConfig:
     ``per`` steps the schedule per update (``"step"``) or per epoch (``"epoch"``).
     ``no_decay``/``lr_mult``/``layer_decay``: param groups (see ``lrlab.optim.param_groups``):
     name patterns without weight decay, per-pattern LR multipliers, layer-wise LR decay.
+    ``pixels``: image preprocessing, ``standard`` (standardised) or ``unit`` (pixels/255
+    only, as D2L feeds them).
     ``channels_last``: True/False, or None to decide by device and model.
     ``scale_lr``/``ref_batch``: scale ``lr`` from ``ref_batch`` to the global batch
     (``batch_size`` × world size × ``accumulate``) with the linear or sqrt rule.
@@ -69,6 +71,7 @@ class TrainConfig:
     ref_batch: int | None = None
     seed: int = 0
     limit: int | None = None
+    pixels: str = "standard"
     amp: str = "auto"
     channels_last: bool | None = None
     # execution only
@@ -133,6 +136,8 @@ class TrainConfig:
                 raise bad("lr_mult", f"{pattern}: multiplier must be a number >= 0, got {mult!r}")
         if self.per not in ("step", "epoch"):
             raise bad("per", f"must be 'step' or 'epoch', got {self.per!r}")
+        if self.pixels not in ("standard", "unit"):
+            raise bad("pixels", f"must be standard or unit, got {self.pixels!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise bad("amp", f"must be auto, bf16 or off, got {self.amp!r}")
         if self.scale_lr not in ("none", "linear", "sqrt"):

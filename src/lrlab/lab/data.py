@@ -175,6 +175,7 @@ def load_dataset(
     *,
     seed: int = 0,
     limit: int | None = None,
+    pixels: str = "standard",
 ) -> Dataset:
     """Load one of ``DATASETS`` into memory.
 
@@ -185,6 +186,9 @@ def load_dataset(
         seed: random state of the generated ``blobs`` data and of its split; the other
             datasets are fixed and ignore it.
         limit: keep only the first ``limit`` training examples (quick runs, tests).
+        pixels: image preprocessing: ``"standard"`` (pixels/255 standardised with the train
+            mean and std, the default) or ``"unit"`` (pixels/255 only, as torchvision's
+            ``ToTensor`` and D2L's ``load_data_fashion_mnist`` give them).
 
     Returns:
         The :class:`Dataset`, on the CPU.
@@ -196,7 +200,9 @@ def load_dataset(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise LrlabError(f"limit must be a positive number of examples, got {limit!r}")
     if key in _IMAGE_SETS:
-        return _load_images(key, data_dir, limit)
+        if pixels not in ("standard", "unit"):
+            raise LrlabError(f"pixels must be 'standard' or 'unit', got {pixels!r}")
+        return _load_images(key, data_dir, limit, pixels)
     if data_dir is not None:
         raise LrlabError(f"dataset {key!r} is generated, it takes no data_dir")
     if key == "classification":
@@ -279,7 +285,8 @@ def find_idx_files(name: str, data_dir: str | Path | None = None) -> dict[str, P
     raise LrlabError(f"{message}; {spec.hint}")
 
 
-def _load_images(key: str, data_dir: str | Path | None, limit: int | None) -> Dataset:
+def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
+                 pixels: str = "standard") -> Dataset:
     spec = _IMAGE_SETS[key]
     paths = find_idx_files(key, data_dir)
     arrays: dict[str, np.ndarray] = {}
@@ -305,7 +312,7 @@ def _load_images(key: str, data_dir: str | Path | None, limit: int | None) -> Da
     if arrays["x_train"].shape[0] == 0:
         raise LrlabError(f"{paths['x_train']} holds no images")
 
-    mean, std = _pixel_stats(arrays["x_train"])
+    mean, std = _pixel_stats(arrays["x_train"]) if pixels == "standard" else (0.0, 1.0)
     if limit is not None:
         arrays["x_train"] = arrays["x_train"][:limit]
         arrays["y_train"] = arrays["y_train"][:limit]
@@ -320,7 +327,8 @@ def _load_images(key: str, data_dir: str | Path | None, limit: int | None) -> Da
         num_classes=_IMAGE_CLASSES,
         input_shape=(1, *_IMAGE_SIZE),
         source=", ".join(directories),
-        preprocessing=f"pixels/255, standardised with train mean {mean:.4f} and std {std:.4f}",
+        preprocessing=(f"pixels/255, standardised with train mean {mean:.4f} and std {std:.4f}"
+                       if pixels == "standard" else "pixels/255 (unit range, not standardised)"),
         class_names=spec.class_names,
     )
 

@@ -215,7 +215,8 @@ class _Trainer:
                 return RunResult(self.records.path, summary["status"], summary)
             self.checkpoint = self.records.load_checkpoint()
 
-        self.data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit)
+        self.data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit,
+                                 pixels=cfg.pixels)
         self.data = self.data.to(self.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
