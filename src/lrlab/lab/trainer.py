@@ -39,6 +39,7 @@ from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import autocast_dtype, select_device
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import RunRecords
+from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler
 
 __all__ = ["train", "RunResult", "update_indices", "epoch_permutation", "evaluate"]
@@ -132,30 +133,6 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])
 
 
 def _optimizer_hyper(config: TrainConfig) -> dict[str, Any]:
@@ -313,7 +290,7 @@ class _Trainer:
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
             self.scheduler.load_state_dict(ck["scheduler"])
-            _set_rng_state(ck["rng"])
+            restore_rng_state(ck["rng"])
             start_epoch, start_update = int(ck["epoch"]), int(ck["update"])
             acc = ck["accum"].clone()
             elapsed = float(ck["elapsed"])
@@ -514,7 +491,7 @@ class _Trainer:
             "version": 1, "epoch": epoch, "update": update, "accum": acc.clone(),
             "elapsed": elapsed, "first_loss": self.first_loss, "lr_base": self._lr_base(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": _rng_state(),
+            "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
         })
         self.dist.barrier()
 
