@@ -113,7 +113,13 @@ _D2L_ROWS = (
         _d2l(0.886, 0.011),
         ("the book stepped its MultiStepLR 30 times while plotting it, so its training "
          "actually ran at a constant 0.125 (0.5·0.5³); this row runs the text's schedule: "
-         "0.5 until epoch 15, then 0.25",)),
+         "0.5 until epoch 15, then 0.25",
+         "with pixels/255 inputs, SGD at 0.5 kills this LeNet in its first epoch (loss stuck "
+         "at ln 10, run flagged not-learning): the published 0.886 cannot come from the "
+         "text's schedule; the next row runs what the book's code ran")),
+    Row("multi-step as run", {"schedule": "constant()", "lr": 0.125}, _d2l(0.886, 0.011),
+        ("what the book's code actually trained: its MultiStepLR was exhausted while plotting, "
+         "so every epoch ran at 0.5·0.5³ = 0.125",)),
     Row("cosine", {"schedule": "cosine(steps=20, end_lr=0.01)", "lr": 0.3}, _d2l(0.899, 0.005),
         ("0.3 → 0.01 over 20 epochs, then flat at 0.01", _D2L_LOOP)),
     Row("warmup + cosine", {"schedule": "warmup(5) >> cosine(steps=15, end_lr=0.01)",

@@ -1,0 +1,597 @@
+"""LR range test (Smith 2015/2017, "Cyclical Learning Rates"): which learning rates train?
+
+``find_lr(model, optimizer, loss_fn, batches)`` raises the learning rate over ``steps``
+mini-batches, from ``start`` to ``end`` (geometrically with ``mode="exp"``, evenly with
+``mode="linear"``), records the loss of every batch, smooths it, and stops when the smoothed
+loss exceeds ``diverge`` × its minimum or a loss turns NaN/inf. It then suggests learning
+rates, each with the reason in a sentence, and picks one. Afterwards the model, the optimizer
+and the random number generators are exactly as they were (see *What is restored*).
+
+The curve
+    Step ``i`` (0-based, ``n = steps``) uses ``lr_i = start·(end/start)^(i/(n-1))`` (exp) or
+    ``start + (end-start)·i/(n-1)`` (linear) for param group 0. The loss recorded at step ``i``
+    is the loss of batch ``i`` *before* the update made with ``lr_i``. The smoothed loss is
+    an exponential moving average with bias correction (as in Adam):
+    ``m_i = (1-a)·m_{i-1} + a·loss_i`` with ``m_{-1} = 0`` and ``smoothed_i = m_i/(1-(1-a)^(i+1))``,
+    where ``a = smooth`` (default 0.05). With ``val_batches`` the model is also evaluated on
+    those batches after every update; that validation loss, smoothed the same way, is then the
+    curve the suggestions are read from (a fixed set: no batch-to-batch noise).
+
+Param groups
+    Only the *ratios* of the groups' learning rates are used: at the start, group ``g`` has
+    ``r_g = lr_g / lr_0``; step ``i`` sets group ``g`` to ``r_g · lr_i``. The reported LRs are
+    group 0's, and a suggestion applies to group 0 (keep the ratios when you set it).
+
+Suggestions (read on the smoothed curve up to the point where it stopped)
+    ``steepest``
+        The LR where the smoothed loss falls fastest per unit of log LR: the central
+        difference ``(s[i+k] - s[i-k]) / (ln lr[i+k] - ln lr[i-k])`` with ``k =
+        max(1, n_points // 50)``, over the points after the first 5 % (at least ``k``) and
+        up to the minimum of the smoothed loss (the diverging tail is ignored). Omitted when
+        the loss never falls there.
+    ``valley``
+        The middle of the longest descending stretch of the smoothed loss. A point (among
+        those ``steepest`` looks at) is *descending* when its slope is at least 10 % of the
+        steepest slope (``slope_i <= 0.1 · min slope``): a flat plateau at tiny LRs, where
+        the loss only drifts, is not a descent, and small wiggles of the smoothed curve are
+        well under that rate. The longest run of consecutive descending points wins (ties:
+        the larger drop); the suggestion is its point ``first + (last - first) // 2``, for
+        the exponential ramp the geometric middle of its LRs. Omitted when the loss does
+        not fall.
+    ``largest-stable``
+        The LR at the minimum of the smoothed loss, the largest LR before the loss rises,
+        divided by ``safety`` (default 10: Smith's "one order of magnitude below" the
+        LR where training turns unstable). When the loss was still falling at ``end``,
+        the reason says so: the true limit is above ``end``.
+
+Choice
+    ``choose=None`` takes ``valley`` when there is one, else ``largest-stable``; a named
+    choice that is missing falls back the same way. Whatever is chosen is capped at the LR
+    of the smoothed-loss minimum. ``result.chosen`` / ``result.chosen_lr`` /
+    ``result.chosen_reason`` say what and why.
+
+What is restored
+    Parameters, buffers and gradients are copied back *in place* (tensors keep their
+    identity, so references held by optimizers, hooks or EMA copies stay valid), as is
+    ``model.training``; the optimizer's per-parameter state and its param-group
+    hyper-parameters are restored from deep copies (tensors in place where they exist);
+    the RNG states of torch (CPU and, when available, CUDA), ``random`` and numpy are
+    restored. Restoration is bit for bit, and happens also when the test raises.
+
+Any ``torch.optim.Optimizer`` that steps without a closure works (SGD, Adam(W), Lion, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrlab.errors import LrlabError
+from lrlab.rng import capture_rng_state, restore_rng_state
+
+__all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS"]
+
+SUGGESTIONS = ("steepest", "valley", "largest-stable")
+
+_SKIP_FRACTION = 0.05       # steepest: ignore the first 5 % of the points
+_VALLEY_SLOPE = 0.10        # valley: "descending" = falling >= 10 % as fast as the steepest
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Suggestion:
+    """One suggested LR, the curve point it was read at, and why."""
+
+    name: str
+    lr: float
+    reason: str
+    index: int
+
+
+@dataclass
+class LRFinderResult:
+    """The curve of an LR range test, its suggestions and the choice.
+
+    ``lrs`` are group 0's LRs, ``losses`` the raw training losses, ``smoothed`` their
+    bias-corrected EMA, ``val_losses`` / ``val_smoothed`` the validation curve (or None).
+    Only finite points are in the curve: a NaN/inf loss ends it and is described in
+    ``stop_reason``.
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    val_losses: list[float] | None
+    val_smoothed: list[float] | None
+    suggestions: list[Suggestion]
+    chosen: str | None
+    chosen_lr: float | None
+    chosen_reason: str
+    stopped_early: bool
+    stop_reason: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def suggestion(self, name: str) -> Suggestion | None:
+        """The suggestion called ``name``, or None when the curve gave none."""
+        return next((s for s in self.suggestions if s.name == name), None)
+
+    @property
+    def curve(self) -> list[float]:
+        """The smoothed curve the suggestions were read from (validation if there is one)."""
+        return self.val_smoothed if self.val_smoothed is not None else self.smoothed
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (every number a Python float or int)."""
+        d = asdict(self)
+        d["suggestions"] = [asdict(s) for s in self.suggestions]
+        return d
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines: how it ended, each suggestion with its reason, the choice."""
+        lines = [self.stop_reason]
+        width = max(len(n) for n in SUGGESTIONS)
+        for s in self.suggestions:
+            lines.append(f"  {s.name:<{width}}  lr {s.lr:.3g}: {s.reason}")
+        if self.chosen is not None:
+            lines.append(f"chosen: {self.chosen}, lr {self.chosen_lr:.3g} ({self.chosen_reason})")
+        else:
+            lines.append(f"no LR chosen: {self.chosen_reason}")
+        return lines
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """Write loss vs LR (log axis) with the suggestions as labelled vertical lines.
+
+        The file is written next to ``path`` under a temporary name, then renamed, so a
+        reader never sees half a file. The format follows the suffix (``.png`` by default).
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".png")
+        fig = Figure(figsize=(7.5, 4.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss (raw)")
+        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="loss (smoothed)")
+        if self.val_smoothed is not None:
+            ax.plot(self.lrs, self.val_smoothed, color="C1", lw=2, label="validation (smoothed)")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (group 0)")
+        ax.set_ylabel("loss")
+        curve = [v for v in self.curve if math.isfinite(v)]
+        if curve:
+            lo = min(min(curve), min(self.losses))
+            hi = max(curve[0], min(max(curve), 3 * max(curve[0], 1e-12)))
+            pad = 0.05 * (hi - lo or abs(hi) or 1.0)
+            ax.set_ylim(lo - pad, hi + 4 * pad)
+        colours = {"steepest": "C2", "valley": "C3", "largest-stable": "C4"}
+        for s in self.suggestions:
+            style = "-" if s.name == self.chosen else "--"
+            ax.axvline(s.lr, color=colours.get(s.name, "k"), ls=style, lw=1.5,
+                       label=f"{s.name} {s.lr:.2g}" + (" (chosen)" if s.name == self.chosen
+                                                       else ""))
+        if self.chosen is not None and self.suggestion(self.chosen) is None:
+            ax.axvline(self.chosen_lr, color="k", lw=1.5, label=f"chosen {self.chosen_lr:.2g}")
+        ax.set_title("LR range test" + (" (stopped early)" if self.stopped_early else ""))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+        try:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=110)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+
+# -- arguments --------------------------------------------------------------------------------
+def _check_args(start: float, end: float, steps: int, mode: str, smooth: float,
+                diverge: float, safety: float, choose: str | None) -> None:
+    for name, value in (("start", start), ("end", end), ("smooth", smooth),
+                        ("diverge", diverge), ("safety", safety)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise LrlabError(f"LR range test: {name} must be a finite number, got {value!r}")
+    if start <= 0:
+        raise LrlabError(f"LR range test: start must be > 0, got {start:g}")
+    if start >= end:
+        raise LrlabError(f"LR range test: start ({start:g}) must be below end ({end:g})")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 5:
+        raise LrlabError(f"LR range test: steps must be an integer >= 5, got {steps!r}")
+    if mode not in ("exp", "linear"):
+        raise LrlabError(f"LR range test: mode must be 'exp' or 'linear', got {mode!r}")
+    if not 0 < smooth <= 1:
+        raise LrlabError(f"LR range test: smooth must be in (0, 1], got {smooth:g}")
+    if diverge <= 1:
+        raise LrlabError(f"LR range test: diverge must be > 1, got {diverge:g}")
+    if safety < 1:
+        raise LrlabError(f"LR range test: safety must be >= 1, got {safety:g}")
+    if choose is not None and choose not in SUGGESTIONS:
+        raise LrlabError(f"LR range test: choose must be one of {', '.join(SUGGESTIONS)}, "
+                         f"got {choose!r}")
+
+
+def ramp(start: float, end: float, steps: int, mode: str = "exp") -> list[float]:
+    """The LRs of group 0, one per step (see the module docstring for the formulas)."""
+    last = steps - 1
+    if mode == "exp":
+        return [start * (end / start) ** (i / last) for i in range(steps)]
+    return [start + (end - start) * i / last for i in range(steps)]
+
+
+# -- batches ----------------------------------------------------------------------------------
+def _batch_stream(batches: Iterable[Batch] | Callable[[], Iterable[Batch]]) -> Iterator[Batch]:
+    """Yield batches forever: call ``batches`` again, re-iterate it, or replay a one-shot one."""
+    if callable(batches) and not isinstance(batches, Iterable):
+        def fresh() -> Iterator[Batch]:
+            return iter(batches())
+        one_shot = False
+    else:
+        first = iter(batches)
+        one_shot = first is batches
+        pending = [first]
+
+        def fresh() -> Iterator[Batch]:
+            return pending.pop() if pending else iter(batches)
+    seen: list[Batch] = []
+    while True:
+        got = False
+        for b in fresh():
+            got = True
+            if one_shot:
+                seen.append(b)
+            yield b
+        if not got:
+            break
+        if one_shot:
+            yield from itertools.cycle(seen)
+    raise LrlabError("LR range test: batches yielded nothing")
+
+
+def _unpack(batch: Any) -> Batch:
+    try:
+        x, y = batch
+    except (TypeError, ValueError):
+        raise LrlabError("LR range test: each batch must be a pair (x, y)") from None
+    return x, y
+
+
+# -- saving and restoring ---------------------------------------------------------------------
+def _copy_into(dst: Any, src: Any) -> Any:
+    """``src`` copied into ``dst`` in place when both are tensors of one kind, else ``src``."""
+    if isinstance(dst, torch.Tensor) and isinstance(src, torch.Tensor) \
+            and dst.shape == src.shape and dst.dtype == src.dtype and dst.device == src.device:
+        with torch.no_grad():
+            dst.copy_(src)
+        return dst
+    return src
+
+
+class _Snapshot:
+    """Everything the range test changes, copied before it and put back after it."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.training = model.training
+        self.tensors = [t.detach().clone() for t in self._model_tensors()]
+        self.grads = [None if p.grad is None else p.grad.detach().clone()
+                      for p in model.parameters()]
+        self.groups = [{k: copy.deepcopy(v) for k, v in g.items() if k != "params"}
+                       for g in optimizer.param_groups]
+        self.state = {p: copy.deepcopy(optimizer.state[p]) for g in optimizer.param_groups
+                      for p in g["params"] if p in optimizer.state}
+        self.rng = capture_rng_state()
+
+    def _model_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for t, saved in zip(self._model_tensors(), self.tensors):
+                t.copy_(saved)
+        for p, g in zip(self.model.parameters(), self.grads):
+            if g is None:
+                p.grad = None
+            elif p.grad is not None and p.grad.shape == g.shape and p.grad.dtype == g.dtype:
+                with torch.no_grad():
+                    p.grad.copy_(g)
+            else:
+                p.grad = g
+        self.model.train(self.training)
+        for group, saved in zip(self.optimizer.param_groups, self.groups):
+            for key in [k for k in group if k != "params" and k not in saved]:
+                del group[key]
+            for key, value in saved.items():
+                group[key] = _copy_into(group.get(key), value)
+        state = self.optimizer.state
+        for g in self.optimizer.param_groups:
+            for p in g["params"]:
+                if p not in self.state:
+                    state.pop(p, None)
+                    continue
+                saved, current = self.state[p], state.get(p, {})
+                state[p] = {k: _copy_into(current.get(k), v) for k, v in saved.items()}
+        restore_rng_state(self.rng)
+
+
+def _set_lr(group: dict[str, Any], lr: float) -> None:
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
+def _as_float(value: Any) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+# -- the test ---------------------------------------------------------------------------------
+def find_lr(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+    batches: Iterable[Batch] | Callable[[], Iterable[Batch]],
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    mode: str = "exp",
+    smooth: float = 0.05,
+    diverge: float = 4.0,
+    val_batches: Iterable[Batch] | None = None,
+    safety: float = 10.0,
+    *,
+    choose: str | None = None,
+    autocast: torch.dtype | None = None,
+) -> LRFinderResult:
+    """Run an LR range test and leave ``model`` and ``optimizer`` as they were.
+
+    Args:
+        model: the network; trained in ``train()`` mode during the test.
+        optimizer: any optimizer over (some of) the model's parameters; its param groups'
+            LRs keep their ratios to group 0 (module docstring).
+        loss_fn: ``loss_fn(model(x), y)`` -> scalar tensor.
+        batches: an iterable of ``(x, y)`` (re-iterated, or replayed, when shorter than
+            ``steps``) or a callable returning a fresh such iterable.
+        start, end: first and last LR of group 0 (``0 < start < end``).
+        steps: number of updates (>= 5).
+        mode: ``"exp"`` (geometric ramp) or ``"linear"``.
+        smooth: weight of the newest loss in the bias-corrected moving average.
+        diverge: stop when the smoothed loss exceeds ``diverge`` × its minimum so far.
+        val_batches: optional small fixed set of ``(x, y)`` evaluated after every update;
+            its smoothed loss is then the curve the suggestions are read from.
+        safety: ``largest-stable`` divides the LR of the loss minimum by this (default 10).
+        choose: ``"steepest"``, ``"valley"`` or ``"largest-stable"``; None: the default
+            policy (``valley``, else ``largest-stable``).
+        autocast: run the forward pass under ``torch.autocast`` with this dtype.
+
+    Returns:
+        The :class:`LRFinderResult`.
+
+    Raises:
+        LrlabError: bad arguments, empty batches, or a batch that is not a pair.
+    """
+    _check_args(start, end, steps, mode, smooth, diverge, safety, choose)
+    groups = optimizer.param_groups
+    lr0 = _as_float(groups[0]["lr"])
+    if not lr0 > 0 or not math.isfinite(lr0):
+        raise LrlabError(f"LR range test: param group 0 needs a positive lr to take the other "
+                         f"groups' ratios from, got {lr0!r}")
+    ratios = [_as_float(g["lr"]) / lr0 for g in groups]
+    schedule = ramp(start, end, steps, mode)
+    val = list(val_batches) if val_batches is not None else None
+    if val is not None and not val:
+        raise LrlabError("LR range test: val_batches is empty")
+
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    val_losses: list[float] | None = [] if val is not None else None
+    val_smoothed: list[float] | None = [] if val is not None else None
+    avg = val_avg = 0.0
+    stopped_early, stop_reason = False, ""
+    best = math.inf
+
+    def cast() -> contextlib.AbstractContextManager:
+        if autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=_device_type(model), dtype=autocast)
+
+    snapshot = _Snapshot(model, optimizer)
+    try:
+        model.train()
+        stream = _batch_stream(batches)
+        for i, lr in enumerate(schedule):
+            for g, r in zip(groups, ratios):
+                _set_lr(g, lr * r)
+            x, y = _unpack(next(stream))
+            optimizer.zero_grad(set_to_none=True)
+            with cast():
+                out = model(x)
+            loss = loss_fn(out, y)
+            value = float(loss.detach().float().item())
+            if not math.isfinite(value):
+                stopped_early = True
+                stop_reason = (f"stopped early at step {i + 1} of {steps}: the loss became "
+                               f"{value} at lr {lr:.3g}")
+                break
+            loss.backward()
+            optimizer.step()
+            bias = 1 - (1 - smooth) ** (i + 1)
+            avg = (1 - smooth) * avg + smooth * value
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(avg / bias)
+            tracked = smoothed
+            if val is not None:
+                v = _evaluate(model, loss_fn, val, cast)
+                if not math.isfinite(v):
+                    for points in (lrs, losses, smoothed):
+                        points.pop()
+                    stopped_early = True
+                    stop_reason = (f"stopped early at step {i + 1} of {steps}: the validation "
+                                   f"loss became {v} after the update with lr {lr:.3g}")
+                    break
+                val_avg = (1 - smooth) * val_avg + smooth * v
+                val_losses.append(v)  # type: ignore[union-attr]
+                val_smoothed.append(val_avg / bias)  # type: ignore[union-attr]
+                tracked = val_smoothed  # type: ignore[assignment]
+            best = min(best, tracked[-1])
+            if i > 0 and tracked[-1] > diverge * best:
+                stopped_early = True
+                stop_reason = (f"stopped early at step {i + 1} of {steps}: the smoothed loss "
+                               f"{tracked[-1]:.4g} at lr {lr:.3g} exceeds {diverge:g} × its "
+                               f"minimum {best:.4g}")
+                break
+        else:
+            stop_reason = f"ran all {steps} steps up to lr {schedule[-1]:.3g}"
+    finally:
+        snapshot.restore()
+
+    settings = {"start": start, "end": end, "steps": steps, "mode": mode, "smooth": smooth,
+                "diverge": diverge, "safety": safety, "group_ratios": ratios,
+                "steps_run": len(lrs)}
+    curve = val_smoothed if val_smoothed is not None else smoothed
+    suggestions = _suggest(lrs, curve, safety, smooth, stopped_early, end)
+    chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, lrs, curve)
+    return LRFinderResult(
+        lrs=lrs, losses=losses, smoothed=smoothed, val_losses=val_losses,
+        val_smoothed=val_smoothed, suggestions=suggestions, chosen=chosen, chosen_lr=chosen_lr,
+        chosen_reason=chosen_reason, stopped_early=stopped_early, stop_reason=stop_reason,
+        settings=settings)
+
+
+def _device_type(model: torch.nn.Module) -> str:
+    p = next(model.parameters(), None)
+    return p.device.type if p is not None else "cpu"
+
+
+def _evaluate(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+              val: list[Any], cast: Callable[[], contextlib.AbstractContextManager]) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in val:
+            x, y = _unpack(batch)
+            with cast():
+                out = model(x)
+            n = len(y)
+            total += float(loss_fn(out, y).float().item()) * n
+            count += n
+    model.train()
+    return total / max(count, 1)
+
+
+# -- suggestions ------------------------------------------------------------------------------
+def _suggest(lrs: list[float], s: list[float], safety: float, smooth: float,
+             stopped_early: bool, end: float) -> list[Suggestion]:
+    n = len(s)
+    if n == 0:
+        return []
+    i_min = min(range(n), key=lambda i: s[i])
+    out: list[Suggestion] = []
+    steep = _steepest(lrs, s, i_min)
+    if steep is not None:
+        out.append(steep)
+    valley = _valley(lrs, s, i_min)
+    if valley is not None:
+        out.append(valley)
+    lr_min = lrs[i_min]
+    lag = round((1 - smooth) / smooth)
+    if i_min == n - 1 and not stopped_early:
+        why = (f"the smoothed loss was still falling at the end of the ramp (lowest, "
+               f"{s[i_min]:.4g}, at the last lr {lr_min:.3g}), so the limit lies above "
+               f"{end:.3g}; {lr_min:.3g} / {safety:g} for safety — rerun with a larger end")
+    elif i_min == 0:
+        why = (f"the smoothed loss never fell below its first value {s[0]:.4g} (lr "
+               f"{lr_min:.3g}): nothing trained; {lr_min:.3g} / {safety:g} — rerun with a "
+               "smaller start")
+    else:
+        why = (f"the smoothed loss is lowest ({s[i_min]:.4g}) at lr {lr_min:.3g} and rises "
+               f"after it (the moving average trails the raw loss by ~{lag} steps); "
+               f"{lr_min:.3g} / {safety:g} (Smith 2017: an order of magnitude below the onset "
+               "of instability)")
+    out.append(Suggestion("largest-stable", lr_min / safety, why, i_min))
+    return out
+
+
+def _slopes(lrs: list[float], s: list[float], i_min: int) -> tuple[int, dict[int, float]]:
+    """Central differences of ``s`` vs ln(lr) at the points the suggestions may use."""
+    n = len(s)
+    k = max(1, n // 50)
+    first = max(k, math.ceil(_SKIP_FRACTION * n))
+    out = {}
+    for i in range(first, min(i_min, n - 1 - k) + 1):
+        lo, hi = i - k, i + k
+        out[i] = (s[hi] - s[lo]) / (math.log(lrs[hi]) - math.log(lrs[lo]))
+    return k, out
+
+
+def _steepest(lrs: list[float], s: list[float], i_min: int) -> Suggestion | None:
+    k, slopes = _slopes(lrs, s, i_min)
+    if not slopes or min(slopes.values()) >= 0:
+        return None
+    best_i = min(slopes, key=lambda i: slopes[i])
+    why = (f"the smoothed loss falls fastest here: {slopes[best_i]:.3g} per unit of ln(lr) "
+           f"(loss {s[best_i]:.4g}; central difference over ±{k} steps, lr "
+           f"{lrs[best_i - k]:.3g}..{lrs[best_i + k]:.3g})")
+    return Suggestion("steepest", lrs[best_i], why, best_i)
+
+
+def _valley(lrs: list[float], s: list[float], i_min: int) -> Suggestion | None:
+    _, slopes = _slopes(lrs, s, i_min)
+    if not slopes or min(slopes.values()) >= 0:
+        return None
+    limit = _VALLEY_SLOPE * min(slopes.values())
+    runs: list[tuple[int, int]] = []
+    for i in sorted(slopes):
+        if slopes[i] > limit:
+            continue
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    a, b = max(runs, key=lambda r: (r[1] - r[0], s[r[0]] - s[r[1]]))
+    idx = a + (b - a) // 2
+    why = (f"half-way along the longest descending stretch of the smoothed loss, lr "
+           f"{lrs[a]:.3g}..{lrs[b]:.3g} ({b - a + 1} steps falling at least "
+           f"{_VALLEY_SLOPE:.0%} as fast as at the steepest point; loss {s[a]:.4g} -> "
+           f"{s[b]:.4g})")
+    return Suggestion("valley", lrs[idx], why, idx)
+
+
+def _choose(suggestions: list[Suggestion], choose: str | None, lrs: list[float],
+            s: list[float]) -> tuple[str | None, float | None, str]:
+    if not suggestions:
+        return None, None, "the range test recorded no finite loss"
+    by_name = {x.name: x for x in suggestions}
+    note = ""
+    if choose is not None and choose in by_name:
+        pick, why = by_name[choose], "as asked"
+    else:
+        if choose is not None:
+            note = f"no {choose} suggestion on this curve; "
+        if "valley" in by_name:
+            pick, why = by_name["valley"], "the default: valley"
+        else:
+            pick, why = by_name["largest-stable"], "the default: largest-stable, as no valley"
+    i_min = min(range(len(s)), key=lambda i: s[i])
+    lr = pick.lr
+    if lr > lrs[i_min]:
+        lr = lrs[i_min]
+        why += f", capped at the lr of the smoothed-loss minimum {lr:.3g}"
+    return pick.name, lr, note + why
