@@ -114,6 +114,21 @@ class LabelStats:
         return statistics.stdev(self.best) if len(self.best) > 1 else None
 
     @property
+    def verdict(self) -> str | None:
+        """How the final mean compares with the reference: ``within`` its published spread,
+        ``above``/``below`` it (or the bare number), ``met``/``missed`` for a target."""
+        d = self.diff
+        if d is None:
+            return None
+        ref = self.reference or {}
+        if ref.get("kind") == "target":
+            return "met" if d >= 0 else "missed"
+        spread = ref.get("spread")
+        if spread is not None and abs(d) <= spread:
+            return "within"
+        return "above" if d >= 0 else "below"
+
+    @property
     def diff(self) -> float | None:
         ref = (self.reference or {}).get("value")
         m = self.final_mean
@@ -328,11 +343,16 @@ def _headline(stats: list[LabelStats], baseline: str | None) -> list[str]:
         if base is not None:
             text += f", {top.final_mean - base.final_mean:+.4f} over {base.label}"
         lines.append(text)
-        beaten = [s for s in stats if s.diff is not None]
-        if beaten:
-            wins = sum(1 for s in beaten if s.diff >= 0)
-            lines.append(f"{wins} of {len(beaten)} rows with a reference number match or beat "
-                         "it (final test accuracy)")
+        judged = [s for s in stats if s.verdict is not None]
+        if judged:
+            good = [s for s in judged if s.verdict in ("within", "met")]
+            text = (f"{len(good)} of {len(judged)} rows with a reference reproduce it (final "
+                    "test accuracy within the published spread, or a target met)")
+            misses = [f"{s.label} {s.verdict} ({s.diff:+.4f})" for s in judged
+                      if s not in good]
+            if misses:
+                text += "; not reproduced: " + ", ".join(misses)
+            lines.append(text)
     else:
         lines.append("no run finished all its epochs yet")
     bad = Counter()
@@ -403,7 +423,8 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
             marks.append(f"[{numbers[note]}]")
         rows.append([s.label, str(len(s.runs)), _status_text(s.status),
                      _acc(s.final_mean, s.final_sd), _acc(s.best_mean, s.best_sd),
-                     _ref_text(s.reference), "" if s.diff is None else f"{s.diff:+.4f}",
+                     _ref_text(s.reference),
+                     "" if s.diff is None else f"{s.diff:+.4f} ({s.verdict})",
                      "—" if s.time_s is None else f"{s.time_s:.1f}",
                      "—" if s.throughput is None else f"{s.throughput:.0f}",
                      " ".join(["; ".join(_derived_notes(s)), *marks]).strip()])
