@@ -170,3 +170,20 @@ def test_lone_warmup_phase_ends_at_its_length():
                   status="ok")
     assert [t.phase for t in trace_rows(run)] == ["warmup", "warmup", "peak", "peak"]
     assert any(n.startswith("Warmup ran over epochs 1–2 (2 epochs)") for n in observations(run))
+
+
+def test_verdict_against_a_published_spread_and_a_target():
+    from collections import Counter
+
+    from lrlab.lab.report import LabelStats
+
+    def stats(finals, ref):
+        return LabelStats("x", [], Counter(), finals, finals, None, None, ref)
+
+    published = {"value": 0.878, "spread": 0.007, "kind": "published"}
+    assert stats([0.875, 0.877], published).verdict == "within"  # mean 0.876: |-0.002| <= 0.007
+    assert stats([0.886, 0.887], published).verdict == "above"   # +0.0085 > 0.007
+    assert stats([0.1, 0.1], published).verdict == "below"
+    target = {"value": 0.908, "kind": "target"}
+    assert stats([0.914], target).verdict == "met" and stats([0.9], target).verdict == "missed"
+    assert stats([0.9], None).verdict is None
