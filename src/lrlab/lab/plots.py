@@ -105,6 +105,8 @@ def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
         drawn += 1
     if peaks and min(peaks) > 0 and max(peaks) / min(peaks) > 50:
         ax.set_yscale("log")
+        # a cosine to 0 dives towards 1e-10 at its last update: keep the scale on the peaks
+        ax.set_ylim(bottom=min(peaks) / 100)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title("Learning rate")
