@@ -68,6 +68,7 @@ import copy
 import itertools
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -411,6 +412,7 @@ def find_lr(
             return contextlib.nullcontext()
         return torch.autocast(device_type=_device_type(model), dtype=autocast)
 
+    t0 = time.perf_counter()
     snapshot = _Snapshot(model, optimizer)
     try:
         model.train()
@@ -464,7 +466,7 @@ def find_lr(
 
     settings = {"start": start, "end": end, "steps": steps, "mode": mode, "smooth": smooth,
                 "diverge": diverge, "safety": safety, "group_ratios": ratios,
-                "steps_run": len(lrs)}
+                "steps_run": len(lrs), "time_s": time.perf_counter() - t0}
     curve = val_smoothed if val_smoothed is not None else smoothed
     suggestions = _suggest(lrs, curve, safety, smooth, stopped_early, end)
     chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, lrs, curve)
