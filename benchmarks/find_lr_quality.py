@@ -69,11 +69,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for opt in args.optimizers.split(","):
-            # the range test alone, timed, through the same CLI a user runs
+            # the range test alone, timed, through the same CLI a user runs, with the threads
+            # of one training job (more threads on a loaded machine only make it slower)
             t0 = time.perf_counter()
             fl = subprocess.run([sys.executable, "-m", "lrlab", "find-lr", "--dataset",
                                  "fashion-mnist", "--optimizer", opt, "--json", "--out",
-                                 str(out), "--threads", str(os.cpu_count() or 2)]
+                                 str(out), "--threads", str(threads)]
                                 + (["--weight-decay", "0.05"] if opt == "adamw" else [])
                                 + (["--limit", str(args.limit)] if args.limit else []),
                                 capture_output=True, text=True, check=True)
