@@ -82,9 +82,12 @@ LRLAB_RECIPE_D2L: dict[str, Any] = {
     "schedule": "warmup(1ep) >> cosine()", "per": "step",
 }
 #: The lab's recipe for the unit-6 MLP (100-100-50-2) / 100-epoch budget, batch 32.
-#: Measured (seed 0, 100 epochs): 0.9032 final test accuracy, vs 0.892 best published.
+#: Chosen by measurement (3 seeds, 100 epochs): momentum 0.02, wd 5e-4 with the same
+#: schedule gave 0.8972 ± 0.0053; the preset's own AdamW sweep found wd 0.3 best (0.9089 ±
+#: 0.0042 with a per-epoch cosine), so the recipe is AdamW wd 0.3 with a warmup: 0.9039 ±
+#: 0.0058 over 3 seeds (beats 0.892; the per-epoch cosine row stays slightly ahead).
 LRLAB_RECIPE_UNIT6: dict[str, Any] = {
-    "optimizer": "momentum", "lr": 0.02, "weight_decay": 5e-4, "batch_size": 32,
+    "optimizer": "adamw", "lr": 0.005, "weight_decay": 0.3, "batch_size": 32,
     "schedule": "warmup(5%) >> cosine()", "per": "step",  # 5% = 5 of 100 epochs
 }
 
