@@ -1,7 +1,7 @@
 """Time one optimizer.step() on ~20M parameters in 40 tensors.
 
 Compares lrlab Lion (each path) with torch AdamW (for-loop, foreach, fused), torch
-SGD-momentum and lion-pytorch (when installed). Optimizers are timed round-robin within each
+SGD-momentum and lion-pytorch (when installed). Optimizers are timed in a shuffled order within each
 repeat so that load from other processes hits them alike; the table shows the median.
 
     .venv/bin/python benchmarks/optim_step.py                 # full size
@@ -11,6 +11,7 @@ repeat so that load from other processes hits them alike; the table shows the me
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -78,8 +79,11 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
         rows.append([name, opt, params, [], first])
 
-    for _ in range(args.repeats):  # round-robin: every optimizer sees the same load
-        for row in rows:
+    order = random.Random(0)
+    for _ in range(args.repeats):  # every optimizer sees the same load, in a shuffled order
+        # (a fixed order made each step follow the same neighbour, whose memory traffic
+        # showed up as a steady 10% difference between two instances of one compiled kernel)
+        for row in order.sample(rows, len(rows)):
             t0 = time.perf_counter()
             row[1].step()
             row[3].append(time.perf_counter() - t0)
