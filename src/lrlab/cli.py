@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from lrlab.errors import LrlabError
+
+if TYPE_CHECKING:
+    from lrlab.lab.config import TrainConfig
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -164,7 +168,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:  # noqa: F821
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from lrlab.lab.config import TrainConfig, config_from_dict, load_toml
 
     data: dict = {}

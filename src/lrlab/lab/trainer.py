@@ -211,7 +211,7 @@ class _Trainer:
         self.updates_per_epoch = math.ceil(n / self.global_batch)
         self.total_updates = self.updates_per_epoch * cfg.epochs
 
-        base_lr = self._base_lr()
+        base_lr = self.lr_base = self._base_lr()
         lr = base_lr
         if cfg.scale_lr != "none":
             lr = scale_lr(base_lr, self.global_batch, cfg.ref_batch, rule=cfg.scale_lr)
@@ -301,6 +301,8 @@ class _Trainer:
         elif self.records.exists() and dist.is_main:
             self.records.truncate_metrics(0)  # a run killed before its first checkpoint
         rows = self.records.metrics() if dist.is_main else []
+        self.flagged_not_learning = dist.is_main and any(
+            e.get("kind") == "not-learning" for e in self.records.events())
         self.first_loss: float | None = self.checkpoint.get("first_loss") if self.checkpoint \
             else None
         n_classes = self.data.num_classes
@@ -329,17 +331,15 @@ class _Trainer:
                     global_step = epoch * self.updates_per_epoch + u
                     if self.first_loss is None:
                         self.first_loss = loss
+                    acc += torch.tensor([loss * seen, correct, seen, gnorm, 1.0],
+                                        dtype=torch.float64)
                     bad = not math.isfinite(loss) or loss > EXPLODE_FACTOR * max(
                         self.first_loss, 1e-3)
                     if dist.any_flag(bad, self.device):
                         stop_info = {"update": global_step, "lr": self._current_lr(),
                                      "loss": loss, "epoch": epoch}
                         status = "diverged"
-                        acc += torch.tensor([loss * seen, correct, seen, gnorm, 1.0],
-                                            dtype=torch.float64)
                         break
-                    acc += torch.tensor([loss * seen, correct, seen, gnorm, 1.0],
-                                        dtype=torch.float64)
                     if cfg.per == "step":
                         self.scheduler.step()
                     if bar is not None:
@@ -362,7 +362,7 @@ class _Trainer:
                     if dist.is_main:
                         self.records.event("diverged", msg, **stop_info)
                     break
-                self._diagnose(row, n_classes, rows)
+                self._diagnose(row, n_classes)
                 if self.scheduler.plateau_state is not None:
                     metric = row.get("val_loss", row["train_loss"])
                     self.scheduler.report(metric)
@@ -469,11 +469,11 @@ class _Trainer:
         chance = math.log(n_classes)
         return row["train_loss"] >= 0.97 * chance and row["train_acc"] <= 1.5 / n_classes
 
-    def _diagnose(self, row: dict[str, Any], n_classes: int, rows: list[dict[str, Any]]) -> None:
+    def _diagnose(self, row: dict[str, Any], n_classes: int) -> None:
         if not self.dist.is_main:
             return
-        if self._stuck(row, n_classes) and not any(
-                e.get("kind") == "not-learning" for e in self.records.events()):
+        if self._stuck(row, n_classes) and not self.flagged_not_learning:
+            self.flagged_not_learning = True
             self.records.event("not-learning", f"train loss {row['train_loss']:.4f} is still "
                                f"at ln({n_classes}) = {math.log(n_classes):.4f} after epoch "
                                f"{row['epoch']}", epoch=row["epoch"])
@@ -489,14 +489,11 @@ class _Trainer:
             return
         self.records.save_checkpoint({
             "version": 1, "epoch": epoch, "update": update, "accum": acc.clone(),
-            "elapsed": elapsed, "first_loss": self.first_loss, "lr_base": self._lr_base(),
+            "elapsed": elapsed, "first_loss": self.first_loss, "lr_base": self.lr_base,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
         })
         self.dist.barrier()
-
-    def _lr_base(self) -> float:
-        return float(self.records.read_config().get("lr_base", self.lr))
 
     def _interrupt(self, epoch: int, update: int, acc: torch.Tensor, elapsed: float,
                    rows: list[dict[str, Any]], bar: Any) -> RunResult:
