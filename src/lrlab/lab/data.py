@@ -13,7 +13,8 @@ Datasets (``DATASETS``):
     with one scalar mean and standard deviation (population, ddof=0) computed over every
     pixel of the *full* training split (before ``limit``), so ``limit`` never changes the
     values of the examples it keeps. The test split uses the training statistics.
-    There is no validation split (``x_val`` is None).
+    A validation split is carved from the training file (see *Validation* below); the
+    standardisation statistics are computed over the examples that remain for training.
 ``classification``
     The benchmark of Deep Learning Fundamentals (Lightning AI), unit 6::
 
@@ -34,9 +35,23 @@ Datasets (``DATASETS``):
     random_state=seed)``, split 80/20 with ``train_test_split(test_size=0.2,
     stratify=y, random_state=seed)``, each feature standardised to zero mean and unit
     variance with the training split's mean and population standard deviation (applied
-    to the test split too). No validation split.
+    to the test split too). A validation split is carved from the training part (below).
 
-Labels are always int64 tensors; ``limit=N`` keeps the first N training examples only.
+Validation (``val_size``)
+    Whatever *chooses* (a recipe, ``--lr auto``, a report's "best" row, tuning) reads the
+    validation split; the test split is only reported. For ``fashion-mnist``/``mnist`` and
+    ``blobs`` the validation split is carved from the training set: ``val_size`` examples
+    drawn uniformly at random (not stratified) by ``numpy.random.default_rng(VAL_SPLIT_SEED)
+    .permutation``, a fixed seed independent of the run's seed, so every run of a comparison
+    is judged on the same examples. Both parts keep the file's order. ``val_size=None`` takes
+    the dataset's default (``DEFAULT_VAL_FRACTION``: 1/6 of the images, i.e. 10,000 of
+    Fashion-MNIST's 60,000 for a 50,000/10,000 split; 1/4 of blobs' 800, i.e. 200);
+    ``val_size=0`` keeps every training example for training and has no validation split
+    (the book protocols, e.g. D2L's, train on all 60,000). ``classification`` keeps the
+    course's own split (1,600 validation examples) and takes no ``val_size``.
+
+Labels are always int64 tensors; ``limit=N`` keeps the first N training examples only (after
+the validation split is carved, which ``limit`` does not change).
 
 Where the IDX files are looked for, in order (the first directory holding all four wins):
 an explicit ``data_dir`` (and nothing else when it is given), otherwise each root of
@@ -91,6 +106,11 @@ BLOBS_SAMPLES = 1000
 BLOBS_FEATURES = 10
 BLOBS_CLUSTER_STD = 1.0
 BLOBS_TEST_SIZE = 0.2
+
+#: Seed of the validation carve: fixed, so every run is judged on the same examples.
+VAL_SPLIT_SEED = 20_231_124
+#: Default share of the training file held out for validation, per dataset.
+DEFAULT_VAL_FRACTION: dict[str, float] = {"fashion-mnist": 1 / 6, "mnist": 1 / 6, "blobs": 0.25}
 
 
 @dataclass(frozen=True)
@@ -176,6 +196,7 @@ def load_dataset(
     seed: int = 0,
     limit: int | None = None,
     pixels: str = "standard",
+    val_size: int | None = None,
 ) -> Dataset:
     """Load one of ``DATASETS`` into memory.
 
@@ -189,6 +210,8 @@ def load_dataset(
         pixels: image preprocessing: ``"standard"`` (pixels/255 standardised with the train
             mean and std, the default) or ``"unit"`` (pixels/255 only, as torchvision's
             ``ToTensor`` and D2L's ``load_data_fashion_mnist`` give them).
+        val_size: examples held out of the training set for validation (None: the
+            dataset's default, 0: none); see *Validation* in the module docstring.
 
     Returns:
         The :class:`Dataset`, on the CPU.
@@ -199,15 +222,39 @@ def load_dataset(
     key = _canonical(name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise LrlabError(f"limit must be a positive number of examples, got {limit!r}")
+    if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int)
+                                 or val_size < 0):
+        raise LrlabError(f"val-size must be a whole number >= 0, got {val_size!r}")
     if key in _IMAGE_SETS:
         if pixels not in ("standard", "unit"):
             raise LrlabError(f"pixels must be 'standard' or 'unit', got {pixels!r}")
-        return _load_images(key, data_dir, limit, pixels)
+        return _load_images(key, data_dir, limit, pixels, val_size)
     if data_dir is not None:
         raise LrlabError(f"dataset {key!r} is generated, it takes no data_dir")
     if key == "classification":
+        if val_size is not None:
+            raise LrlabError("val-size: the classification dataset keeps the course's own split "
+                             "(14,400 train / 1,600 validation / 4,000 test); do not give it")
         return _load_classification(limit)
-    return _load_blobs(seed, limit)
+    return _load_blobs(seed, limit, val_size)
+
+
+def validation_indices(n: int, val_size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of a training set of ``n`` examples, each in file order.
+
+    The validation part is ``val_size`` indices drawn by a permutation seeded with
+    ``VAL_SPLIT_SEED``; LrlabError when it would leave no training example.
+    """
+    if val_size >= n:
+        raise LrlabError(f"val-size {val_size} leaves no training example: {what} has {n} "
+                         "training examples")
+    perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
+def default_val_size(name: str, n_train: int) -> int:
+    """The validation size used when none is given: ``DEFAULT_VAL_FRACTION`` of the set."""
+    return round(DEFAULT_VAL_FRACTION[_canonical(name)] * n_train)
 
 
 def _canonical(name: str) -> str:
@@ -286,7 +333,7 @@ def find_idx_files(name: str, data_dir: str | Path | None = None) -> dict[str, P
 
 
 def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
-                 pixels: str = "standard") -> Dataset:
+                 pixels: str = "standard", val_size: int | None = None) -> Dataset:
     spec = _IMAGE_SETS[key]
     paths = find_idx_files(key, data_dir)
     arrays: dict[str, np.ndarray] = {}
@@ -311,6 +358,15 @@ def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
         arrays[f"x_{split}"], arrays[f"y_{split}"] = images, labels
     if arrays["x_train"].shape[0] == 0:
         raise LrlabError(f"{paths['x_train']} holds no images")
+    n = arrays["x_train"].shape[0]
+    if val_size is None:
+        val_size = default_val_size(key, n)
+    x_val = y_val = None
+    if val_size:
+        train_idx, val_idx = validation_indices(n, val_size, str(paths["x_train"]))
+        x_val, y_val = arrays["x_train"][val_idx], arrays["y_train"][val_idx]
+        arrays["x_train"] = arrays["x_train"][train_idx]
+        arrays["y_train"] = arrays["y_train"][train_idx]
 
     mean, std = _pixel_stats(arrays["x_train"]) if pixels == "standard" else (0.0, 1.0)
     if limit is not None:
@@ -318,17 +374,21 @@ def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
         arrays["y_train"] = arrays["y_train"][:limit]
 
     directories = sorted({str(p.parent.resolve()) for p in paths.values()})
+    stats = (f"pixels/255, standardised with the training part's mean {mean:.4f} and std "
+             f"{std:.4f}" if pixels == "standard" else "pixels/255 (unit range, not standardised)")
     return Dataset(
         name=key,
         x_train=_standardise_pixels(arrays["x_train"], mean, std),
         y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
         x_test=_standardise_pixels(arrays["x_test"], mean, std),
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
+        x_val=None if x_val is None else _standardise_pixels(x_val, mean, std),
+        y_val=None if y_val is None else torch.from_numpy(y_val.astype(np.int64)),
         num_classes=_IMAGE_CLASSES,
         input_shape=(1, *_IMAGE_SIZE),
         source=", ".join(directories),
-        preprocessing=(f"pixels/255, standardised with train mean {mean:.4f} and std {std:.4f}"
-                       if pixels == "standard" else "pixels/255 (unit range, not standardised)"),
+        preprocessing=f"{stats}; validation: {val_size} of the {n} training images "
+        f"(seed {VAL_SPLIT_SEED})",
         class_names=spec.class_names,
     )
 
@@ -394,7 +454,7 @@ def _load_classification(limit: int | None) -> Dataset:
     )
 
 
-def _load_blobs(seed: int, limit: int | None) -> Dataset:
+def _load_blobs(seed: int, limit: int | None, val_size: int | None = None) -> Dataset:
     from sklearn.datasets import make_blobs
     from sklearn.model_selection import train_test_split
 
@@ -409,20 +469,31 @@ def _load_blobs(seed: int, limit: int | None) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=BLOBS_TEST_SIZE, stratify=y, random_state=seed
     )
+    n = len(x_train)
+    if val_size is None:
+        val_size = default_val_size("blobs", n)
+    xv = yv = None
+    if val_size:
+        train_idx, val_idx = validation_indices(n, val_size, "blobs")
+        x_val, y_val = x_train[val_idx], y_train[val_idx]
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std[std == 0] = 1.0
     x_train = (x_train - mean) / std
     x_test = (x_test - mean) / std
+    if val_size:
+        xv, yv = _tensors((x_val - mean) / std, y_val)
     x_train, y_train = x_train[:limit], y_train[:limit]
     xt, yt = _tensors(x_train, y_train)
     xs, ys = _tensors(x_test, y_test)
     return Dataset(
         name="blobs",
-        x_train=xt, y_train=yt, x_test=xs, y_test=ys,
+        x_train=xt, y_train=yt, x_test=xs, y_test=ys, x_val=xv, y_val=yv,
         num_classes=2,
         input_shape=(BLOBS_FEATURES,),
         source=_call("make_blobs", params),
-        preprocessing=f"features standardised with train mean/std; split"
-        f" test_size={BLOBS_TEST_SIZE}, stratified, random_state={seed}",
+        preprocessing=f"features standardised with the training part's mean/std; split"
+        f" test_size={BLOBS_TEST_SIZE}, stratified, random_state={seed}; validation: "
+        f"{val_size} of the {n} training examples (seed {VAL_SPLIT_SEED})",
     )
