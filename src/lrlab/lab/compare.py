@@ -54,7 +54,7 @@ FINISHED = ("ok", "diverged", "not-learning")
 COMPARISON_FILE = "comparison.json"
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # keys a grid or a run table may not set: they belong to the comparison, not to a run
-_NOT_PER_RUN = {"out", "name", "extra", "quiet"}
+_NOT_PER_RUN = {"out", "name", "quiet"}
 _TOML_META = {"title", "seeds", "trace", "baseline", "notes", "run", "grid"}
 
 

@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ class TrainConfig:
     ``per`` steps the schedule per update (``"step"``) or per epoch (``"epoch"``).
     ``no_decay``/``lr_mult``/``layer_decay``: param groups (see ``lrlab.optim.param_groups``):
     name patterns without weight decay, per-pattern LR multipliers, layer-wise LR decay.
+    ``val_size``: examples held out of the training set for validation (None: the
+    dataset's default, 10,000 for Fashion-MNIST/MNIST; 0: no validation split). Whatever
+    chooses (recipes, ``--lr auto``, a report's best row) reads the validation split.
     ``pixels``: image preprocessing, ``standard`` (standardised) or ``unit`` (pixels/255
     only, as D2L feeds them).
     ``channels_last``: True/False, or None to decide by device and model.
@@ -71,6 +76,7 @@ class TrainConfig:
     ref_batch: int | None = None
     seed: int = 0
     limit: int | None = None
+    val_size: int | None = None
     pixels: str = "standard"
     amp: str = "auto"
     channels_last: bool | None = None
@@ -84,7 +90,6 @@ class TrainConfig:
     update_ratio: bool = False
     eval_batch_size: int = 2048
     quiet: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_model(self) -> str:
         if self.model:
@@ -99,53 +104,20 @@ class TrainConfig:
         return device_type == "cpu" and self.resolved_model() == "lenet"
 
     def validate(self) -> TrainConfig:
-        """Check every field; raise LrlabError naming the first bad one."""
-        def bad(name: str, why: str) -> LrlabError:
-            return LrlabError(f"{name.replace('_', '-')}: {why}")
+        """Check and normalise every field; raise LrlabError naming the first bad one.
 
-        if isinstance(self.lr, str):
-            if self.lr != "auto":
-                try:
-                    self.lr = float(self.lr)
-                except ValueError:
-                    raise bad("lr", f"expected a number or 'auto', got {self.lr!r}") from None
-        if not isinstance(self.lr, str) and (not math.isfinite(self.lr) or self.lr <= 0):
-            raise bad("lr", f"must be a positive finite number, got {self.lr}")
-        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
-        for name in ("epochs", "batch_size", "accumulate", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(name, f"must be a positive integer, got {value!r}")
-        for name in ("limit", "ref_batch", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise bad(name, f"must be a positive integer, got {value!r}")
-        if self.betas is not None:
-            if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-                raise bad("betas", f"must be two numbers in [0, 1), got {self.betas}")
-            self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.momentum is not None and not 0 <= self.momentum < 1:
-            raise bad("momentum", f"must be in [0, 1), got {self.momentum}")
-        if self.eps is not None and not self.eps > 0:
-            raise bad("eps", f"must be > 0, got {self.eps}")
-        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise bad("layer_decay", f"must be in (0, 1], got {self.layer_decay}")
-        for pattern, mult in dict(self.lr_mult).items():
-            if not isinstance(mult, (int, float)) or not math.isfinite(mult) or mult < 0:
-                raise bad("lr_mult", f"{pattern}: multiplier must be a number >= 0, got {mult!r}")
-        if self.per not in ("step", "epoch"):
-            raise bad("per", f"must be 'step' or 'epoch', got {self.per!r}")
-        if self.pixels not in ("standard", "unit"):
-            raise bad("pixels", f"must be standard or unit, got {self.pixels!r}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise bad("amp", f"must be auto, bf16 or off, got {self.amp!r}")
-        if self.scale_lr not in ("none", "linear", "sqrt"):
-            raise bad("scale_lr", f"must be none, linear or sqrt, got {self.scale_lr!r}")
+        The one typed validation layer of a run's settings: flags, TOML files, comparison
+        plans and ``config.json`` all pass through it (see ``_CHECKS``).
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                setattr(self, f.name, _CHECKS[f.name](value))
+            except _Bad as exc:
+                raise LrlabError(f"{f.name.replace('_', '-')}: {exc}") from None
         if self.scale_lr != "none" and self.ref_batch is None:
-            raise bad("ref_batch", "--scale-lr needs --ref-batch (the batch the LR was tuned for)")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9._+=-]+", self.name):
-            raise bad("name", f"use letters, digits and . _ + = - only, got {self.name!r}")
+            raise LrlabError("ref-batch: --scale-lr needs --ref-batch (the batch the LR was "
+                             "tuned for)")
         return self
 
     # -- identity --------------------------------------------------------------------
@@ -174,6 +146,243 @@ class TrainConfig:
         return Path(self.out) / self.run_name()
 
 
+# -- the typed validation layer --------------------------------------------------------------
+class _Bad(ValueError):
+    """Why one value is refused (the caller prefixes the key)."""
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise _Bad(f"expected a finite number, got {value!r}")
+    return x
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+def _positive_int(value: Any) -> int:
+    n = _whole(value)
+    if n <= 0:
+        raise _Bad(f"must be a positive whole number, got {n}")
+    return n
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _Bad(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+    return check
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _in_range(lo: float, hi: float, lo_open: bool, hi_open: bool) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        x = _number(value)
+        if (x < lo or (lo_open and x == lo)) or (x > hi or (hi_open and x == hi)):
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise _Bad(f"must be in {interval}, got {x:g}")
+        return x
+    return check
+
+
+def _lr(value: Any) -> float | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise _Bad(f"expected a number or 'auto', got {value!r}")
+    x = _number(value)
+    if x <= 0:
+        raise _Bad(f"must be a positive finite number, got {x:g}")
+    return x
+
+
+def _non_negative(value: Any) -> float:
+    x = _number(value)
+    if x < 0:
+        raise _Bad(f"must be >= 0, got {x:g}")
+    return x
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+            or len(value) != 2:
+        raise _Bad(f"expected two numbers in [0, 1), e.g. [0.9, 0.999], got {value!r}")
+    check = _in_range(0.0, 1.0, False, True)
+    return (check(value[0]), check(value[1]))
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):  # one pattern, never its letters
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise _Bad(f"expected a list of name patterns, got {value!r}")
+    return list(value)
+
+
+def _lr_mult(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise _Bad(f"expected a table of PATTERN = MULT, got {value!r}")
+    out = {}
+    for pattern, mult in value.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise _Bad(f"pattern must be a non-empty string, got {pattern!r}")
+        try:
+            out[pattern] = _non_negative(mult)
+        except _Bad as exc:
+            raise _Bad(f"{pattern}: multiplier {exc}") from None
+    return out
+
+
+def _schedule(value: Any) -> str:
+    from lrlab.errors import SpecError
+    from lrlab.schedules import parse
+
+    if not isinstance(value, str):
+        raise _Bad(f"expected a schedule spec string, got {value!r}")
+    try:
+        parse(value)
+    except SpecError as exc:
+        raise _Bad(str(exc)) from None
+    return value
+
+
+def _dataset(value: Any) -> str:
+    from lrlab.lab.data import DATASETS
+
+    if not isinstance(value, str) or value.strip().lower().replace("_", "-") not in \
+            (*DATASETS, "fashionmnist"):
+        raise _Bad(f"unknown dataset {value!r}; valid names: {', '.join(DATASETS)}")
+    return value
+
+
+def _model(value: Any) -> str:
+    from lrlab.lab.models import MODELS
+
+    if not isinstance(value, str) or value.strip().lower() not in MODELS:
+        raise _Bad(f"unknown model {value!r}; valid models: {', '.join(MODELS)}")
+    return value
+
+
+#: Largest number of weights the hidden layers of an MLP may ask for (a typo guard).
+MAX_HIDDEN_WEIGHTS = 1_000_000_000
+
+
+def _hidden(value: Any) -> str:
+    from lrlab.lab.models import parse_hidden
+
+    if not isinstance(value, str):
+        raise _Bad(f"expected widths joined by '-', e.g. '100-50', got {value!r}")
+    try:
+        sizes = parse_hidden(value)
+    except LrlabError as exc:
+        raise _Bad(str(exc)) from None
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:])) + max(sizes)
+    if weights > MAX_HIDDEN_WEIGHTS:
+        raise _Bad(f"{value!r} asks for at least {weights:,} weights (more than "
+                   f"{MAX_HIDDEN_WEIGHTS:,}); check the widths")
+    return value
+
+
+def _optimizer(value: Any) -> str:
+    from lrlab.optim.build import OPTIMIZERS
+
+    if not isinstance(value, str) or value.strip().lower() not in OPTIMIZERS:
+        raise _Bad(f"unknown optimizer {value!r}; valid names: {', '.join(OPTIMIZERS)}")
+    return value
+
+
+#: numpy's seeds are 0 .. 2**32 - 1 (blobs' make_blobs and its split take the run's seed).
+MAX_SEED = 2**32 - 1
+
+
+def _seed(value: Any) -> int:
+    n = _whole(value)
+    if not 0 <= n <= MAX_SEED:
+        raise _Bad(f"must be in 0 .. {MAX_SEED} (numpy's seed range), got {n}")
+    return n
+
+
+def _threads(value: Any) -> int:
+    n = _positive_int(value)
+    limit = max(64, 4 * (os.cpu_count() or 1))
+    if n > limit:
+        raise _Bad(f"{n} threads on a machine with {os.cpu_count()} CPUs; at most {limit}")
+    return n
+
+
+def _device(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise _Bad(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._+=-]+", value) \
+            or value in (".", ".."):
+        raise _Bad(f"use letters, digits and . _ + = - only (not . or ..), got {value!r}")
+    return value
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "dataset": _dataset,
+    "model": _optional(_model),
+    "hidden": _optional(_hidden),
+    "optimizer": _optimizer,
+    "lr": _lr,
+    "weight_decay": _non_negative,
+    "betas": _optional(_betas),
+    "momentum": _optional(_in_range(0.0, 1.0, False, True)),
+    "eps": _optional(_in_range(0.0, math.inf, True, True)),
+    "no_decay": _patterns,
+    "lr_mult": _lr_mult,
+    "layer_decay": _optional(_in_range(0.0, 1.0, True, False)),
+    "schedule": _schedule,
+    "per": _choice("step", "epoch"),
+    "epochs": _positive_int,
+    "batch_size": _positive_int,
+    "accumulate": _positive_int,
+    "scale_lr": _choice("none", "linear", "sqrt"),
+    "ref_batch": _optional(_positive_int),
+    "seed": _seed,
+    "limit": _optional(_positive_int),
+    "val_size": _optional(lambda v: int(_non_negative(_whole(v)))),
+    "pixels": _choice("standard", "unit"),
+    "amp": _choice("auto", "bf16", "off"),
+    "channels_last": _optional(_flag),
+    "out": _text,
+    "name": _optional(_name),
+    "device": _device,
+    "compile": _flag,
+    "threads": _optional(_threads),
+    "data_dir": _optional(_text),
+    "update_ratio": _flag,
+    "eval_batch_size": _positive_int,
+    "quiet": _flag,
+}
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -186,14 +395,10 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
             close = [n.replace("_", "-") for n in _FIELDS if n[:3] == name[:3]]
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise LrlabError(f"{source}: unknown key {key!r}{hint}")
-        if name == "betas" and value is not None:
-            if not isinstance(value, (list, tuple)) or len(value) != 2:
-                raise LrlabError(f"{source}: betas must be a list of two numbers, got {value!r}")
-            value = (float(value[0]), float(value[1]))
         kwargs[name] = value
     try:
         return TrainConfig(**kwargs).validate()
-    except TypeError as exc:
+    except LrlabError as exc:
         raise LrlabError(f"{source}: {exc}") from None
 
 
