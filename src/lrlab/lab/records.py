@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +148,55 @@ class RunRecords:
         os.replace(tmp, self.checkpoint_path)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint, loaded as data only (``torch.load(..., weights_only=True)``).
+
+        A checkpoint holds tensors, numbers, strings, lists, tuples and dicts; anything else
+        (a pickled object, i.e. code) is refused before it runs, as is a file that is not a
+        checkpoint of ours. Returns None when there is no checkpoint.
+        """
+        import pickle
+
         import torch
 
         if not self.checkpoint_path.exists():
             return None
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+                warnings.simplefilter("ignore")
+                state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            what = next((line.strip() for line in str(exc).splitlines()
+                         if "Unsupported" in line), "")
+            raise LrlabError(f"{self.checkpoint_path}: refused: it holds more than tensors and "
+                             f"plain data, which lrlab never writes; nothing in it was run "
+                             f"({what[:160] or 'weights-only load failed'})") from None
         except Exception as exc:  # a corrupt file: say so, never crash with a traceback
-            raise LrlabError(f"{self.checkpoint_path}: cannot read checkpoint ({exc})") from None
+            raise LrlabError(f"{self.checkpoint_path}: cannot read checkpoint "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") \
+                from None
+        _check_checkpoint(self.checkpoint_path, state)
+        return state
+
+
+#: The entries a trainer checkpoint holds, and their types.
+CHECKPOINT_KEYS: dict[str, tuple[type, ...]] = {
+    "epoch": (int,), "update": (int,), "elapsed": (float, int), "model": (dict,),
+    "optimizer": (dict,), "scheduler": (dict,), "rng": (dict,),
+}
+
+
+def _check_checkpoint(path: Path, state: Any) -> None:
+    if not isinstance(state, dict):
+        raise LrlabError(f"{path}: not an lrlab checkpoint (it holds a "
+                         f"{type(state).__name__}, not a dict)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise LrlabError(f"{path}: not an lrlab checkpoint (no {', '.join(missing)})")
+    for key, types in CHECKPOINT_KEYS.items():
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise LrlabError(f"{path}: entry {key!r} is a {type(value).__name__}, expected "
+                             f"{' or '.join(t.__name__ for t in types)}")
+    if state["epoch"] < 0 or state["update"] < 0:
+        raise LrlabError(f"{path}: negative position (epoch {state['epoch']}, update "
+                         f"{state['update']})")
