@@ -51,23 +51,32 @@ def test_two_epoch_run_writes_well_formed_records(tmp_path, mnist_dir):
     assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoint.pt",
                                                "summary.json"}
     config = json.loads((run / "config.json").read_text())
-    assert config["updates_per_epoch"] == math.ceil(600 / 64)
+    # the default validation split holds 1/6 of the 600 training images (data docstring)
+    n_train, n_val = 600 - 100, 100
+    assert (config["n_train"], config["n_val"], config["n_test"]) == (n_train, n_val, 200)
+    spe = math.ceil(n_train / 64)
+    assert config["updates_per_epoch"] == spe
     assert config["lr_used"] == 0.003 and config["model"] == "lenet"
-    assert config["warmup"] == f"{math.ceil(600 / 64)} updates"  # warmup(1ep)
+    assert config["warmup"] == f"{spe} updates"  # warmup(1ep)
+    assert config["beta2"] == 0.999  # AdamW's default, recorded as the trainer used it
+    env = config["environment"]
+    assert env["torch"] == torch.__version__ and env["threads"] == 1 and env["device"] == "cpu"
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [0, 1]
-    spe = math.ceil(600 / 64)
     # the LR of epoch 0's first update is the warmup's first value, by the formula
     assert rows[0]["lr_first"] == pytest.approx(0.003 / spe)
     assert rows[1]["lr_first"] == pytest.approx(0.003)  # cosine starts at the peak
     for r in rows:
         assert 0 <= r["test_acc"] <= 1 and r["train_loss"] > 0 and r["examples_per_s"] > 0
+        assert 0 <= r["val_acc"] <= 1 and r["val_loss"] > 0
         ratios = r["update_ratio"]  # LeNet: 5 layers, a weight and a bias each
         assert len(ratios) == 10 and all(v >= 0 for v in ratios.values())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "ok"
     assert summary["best_test_acc"] == max(r["test_acc"] for r in rows)
     assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    assert summary["final_val_acc"] == rows[-1]["val_acc"]
+    assert summary["best_val_acc"] == max(r["val_acc"] for r in rows)
     assert summary["updates"] == 2 * spe
 
 
@@ -162,6 +171,11 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path, mnist_dir):
         assert torch.equal(_params(run)[k], v), k
     assert _comparable(read_jsonl(run / "metrics.jsonl")) == _comparable(
         read_jsonl(ref_run / "metrics.jsonl"))
+    # throughput of the resumed epoch counts only what this process trained (and timed)
+    cut = next(e for e in read_jsonl(run / "events.jsonl") if e["kind"] == "interrupted")
+    row = read_jsonl(run / "metrics.jsonl")[cut["epoch"]]
+    trained_here = 500 - cut["update"] * 16  # 500 training images, batch 16
+    assert row["examples_per_s"] * row["epoch_time"] == pytest.approx(trained_here, rel=1e-9)
 
 
 def test_huge_lr_diverges_with_the_update_index(tmp_path, mnist_dir):
@@ -246,3 +260,133 @@ def test_param_group_flags_reach_the_optimizer(tmp_path):
     assert by_name["1.bias"] == (pytest.approx(0.01 * 0.1 * 0.5), 0.0)
     assert by_name["3.weight"] == (pytest.approx(0.01), 0.0)
     assert by_name["3.bias"] == (pytest.approx(0.01), 0.0)
+
+
+def test_collapse_after_learning_is_a_divergence_not_not_learning(tmp_path, mnist_dir):
+    """Momentum SGD learns for 3 epochs, then the schedule multiplies the LR by 5: the train
+    loss jumps far above chance level. That is a divergence (a collapse), dated at an update
+    of epoch 3, with the LR of the formula; never 'not-learning'."""
+    res = train(_cfg(tmp_path, mnist_dir, optimizer="momentum", lr=0.05, epochs=6,
+                     schedule="constant(steps=3ep) >> constant(v=5)"))
+    rows = read_jsonl(res.path / "metrics.jsonl")
+    spe = math.ceil(500 / 64)
+    chance = math.log(10)
+    assert min(r["train_loss"] for r in rows[:3]) < 0.8 * chance  # it learned
+    assert res.status == "diverged"
+    at = res.summary["diverged_at"]
+    assert at["cause"] == "collapse" and at["epoch"] == 3 == len(rows) - 1
+    assert 3 * spe <= at["update"] < 4 * spe  # after the LR jump, within epoch 3
+    assert at["lr"] == pytest.approx(0.05 * 5)
+    assert at["loss_before"] == rows[2]["train_loss"] and at["loss"] == rows[3]["train_loss"]
+    assert at["loss"] >= 0.97 * chance
+    kinds = [e["kind"] for e in read_jsonl(res.path / "events.jsonl")]
+    assert "diverged" in kinds and "not-learning" not in kinds
+
+
+def test_a_nan_seen_only_in_evaluation_marks_the_run_diverged(tmp_path, mnist_dir):
+    """The last update of epoch 1 uses an LR of 1e30: its own loss was finite (computed
+    before the step), but the weights are not; evaluation then gives NaN."""
+    spe = math.ceil(500 / 64)
+    res = train(_cfg(tmp_path, mnist_dir, optimizer="sgd", lr=0.01, epochs=3,
+                     schedule=f"constant(steps={2 * spe - 1}) >> constant(v=1e32)"))
+    assert res.status == "diverged"
+    at = res.summary["diverged_at"]
+    assert at["cause"] == "nonfinite-eval" and at["epoch"] == 1
+    assert at["update"] == 2 * spe - 1
+
+
+def test_crafted_checkpoint_is_refused_without_running_code(tmp_path, mnist_dir):
+    res = train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    import pickle
+    with (res.path / "checkpoint.pt").open("wb") as fh:
+        pickle.dump({"epoch": 0, "model": Payload()}, fh)
+    summary = json.loads((res.path / "summary.json").read_text())
+    summary["status"] = "interrupted"
+    (res.path / "summary.json").write_text(json.dumps(summary))
+    r = lrlab("train", "--resume", str(res.path), "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "refused" in r.stderr and "checkpoint.pt" in r.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({}, "not an lrlab checkpoint"),
+    ([1, 2, 3], "not an lrlab checkpoint"),
+    ("other-model", "does not fit"),
+])
+def test_damaged_checkpoints_are_one_line_errors(tmp_path, mnist_dir, content, needle):
+    res = train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
+    ck = res.path / "checkpoint.pt"
+    if content == "other-model":  # a checkpoint of another run: an MLP's weights
+        state = torch.load(ck, weights_only=True)
+        state["model"] = torch.nn.Linear(3, 2).state_dict()
+        content = state
+    torch.save(content, ck)
+    summary = json.loads((res.path / "summary.json").read_text())
+    summary["status"] = "interrupted"
+    (res.path / "summary.json").write_text(json.dumps(summary))
+    r = lrlab("train", "--resume", str(res.path), "--quiet")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert needle in r.stderr
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path, mnist_dir):
+    res = train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
+    before = (res.path / "metrics.jsonl").read_bytes()
+    for flags, needle in ((["--lr", "5"], "--lr cannot change"),
+                          (["--optimizer", "sgd"], "--optimizer cannot change"),
+                          (["--name", "x"], "--name does not apply")):
+        r = lrlab("train", "--resume", str(res.path), *flags)
+        assert r.returncode == 2 and needle in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1
+    assert (res.path / "metrics.jsonl").read_bytes() == before
+    # --resume without a directory, when these settings name no run: refused, nothing made
+    r = lrlab("train", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir), "--out",
+              str(tmp_path / "fresh"), "--resume", "--quiet")
+    assert r.returncode == 2 and "no run to continue" in r.stderr
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_resume_with_more_epochs_extends_the_run_and_says_what_the_schedule_does(
+        tmp_path, mnist_dir):
+    """A 2-epoch cosine run extended to 3 epochs: the cosine is resolved again over 3 epochs,
+    so update 2·spe runs at 0.003·(1+cos(π·2/3))/2, not at the 2-epoch cosine's end (0)."""
+    res = train(_cfg(tmp_path, mnist_dir, epochs=2, schedule="cosine()"))
+    spe = math.ceil(500 / 64)
+    r = lrlab("train", "--resume", str(res.path), "--epochs", "3", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "resolved again over 3 epochs" in r.stderr
+    rows = read_jsonl(res.path / "metrics.jsonl")
+    assert [x["epoch"] for x in rows] == [0, 1, 2]
+    t, total = 2 * spe, 3 * spe
+    assert rows[2]["lr_first"] == pytest.approx(0.003 * (1 + math.cos(math.pi * t / total)) / 2)
+    config = json.loads((res.path / "config.json").read_text())
+    assert config["epochs"] == 3 and config["extended_from_epochs"] == [2]
+    event = next(e for e in read_jsonl(res.path / "events.jsonl") if e["kind"] == "extended")
+    assert event["lr_before"] == pytest.approx(0.0, abs=1e-12)
+    assert event["lr_after"] == pytest.approx(rows[2]["lr_first"])
+    r = lrlab("train", "--resume", str(res.path), "--epochs", "1", "--quiet")
+    assert r.returncode == 2 and "already trained 3 epochs" in r.stderr
+
+
+def test_train_closes_the_process_group(tmp_path, mnist_dir, monkeypatch):
+    from lrlab.lab import trainer
+    from lrlab.lab.distributed import DistContext
+
+    closed = []
+
+    class Recording(DistContext):
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(trainer, "init_distributed", lambda device: (Recording(), device))
+    train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
+    assert closed == [True]

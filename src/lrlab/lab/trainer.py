@@ -10,13 +10,33 @@ size × accumulate (the last update of an epoch may be smaller); under torchrun 
 its contiguous share of that slice, then splits it into ``accumulate`` micro-batches. Each
 micro-batch loss is weighted by its share of the update's samples, so the gradient is the
 mean over the whole update whatever the split: accumulation K with batch b equals one batch
-K·b, and W ranks with batch b equal one process with batch W·b.
+K·b, and W ranks with batch b equal one process with batch W·b. When the last slice of an
+epoch holds fewer samples than ranks (or micro-batches), a rank may get none: it still runs
+its forward and backward passes on the empty batch (weight 0), so every rank takes part in
+the same gradient all-reduces and none waits for another.
 
-Diagnostics: a non-finite loss, or a loss above 1000× the first update's (an explosion that
-has not reached inf yet), stops the run as ``diverged`` with the update index and LR. A
-train loss still within 3% of ln(classes) with chance-level accuracy after two or more epochs
-marks the run ``not-learning``. ``update_ratio`` records ‖Δw‖/‖w‖ per parameter tensor at the
-last update of each epoch and warns when a step is half as large as the weights or more.
+Validation: when the dataset has a validation split (``val_size``, see ``lrlab.lab.data``)
+every epoch records ``val_loss``/``val_acc``; ``plateau(...)`` schedules are fed the
+validation loss (the training loss without one).
+
+Diagnostics (the run stops as ``diverged``, recorded with its kind, epoch, update and LR):
+
+- ``nonfinite``: a NaN/inf training loss;
+- ``explosion``: a training loss above 1000× the first update's (it has not reached inf yet);
+- ``nonfinite-eval``: a NaN/inf loss when evaluating (the last updates blew the weights up);
+- ``collapse``: a run that had learned (an epoch's train loss below ``LEARNED`` × ln(classes))
+  whose epoch train loss is back at chance level or above (>= ``CHANCE`` × ln(classes)): it
+  learned, then blew up. The update is the first one where an exponential average of the
+  update losses (weight ``HEALTH_EMA``) crossed chance level since it was last well below.
+
+A run whose train loss is still within 3% of ln(classes) with chance-level accuracy after two
+or more epochs, and never learned, is ``not-learning``. ``update_ratio`` records ‖Δw‖/‖w‖ per
+parameter tensor at the last update of each epoch and warns when a step is half as large as
+the weights or more.
+
+Reproducibility: ``config.json`` records the run's environment (torch version, threads,
+device, deterministic flags: ``lrlab.lab.device.run_environment``); a resume on a different
+environment is recorded as an event, since the numbers may then differ in the last bits.
 """
 
 from __future__ import annotations
@@ -27,7 +47,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +56,24 @@ import torch.nn.functional as F
 
 from lrlab.errors import LrlabError
 from lrlab.lab.config import TrainConfig
-from lrlab.lab.device import autocast_dtype, select_device
+from lrlab.lab.device import autocast_dtype, run_environment, select_device
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import RunRecords
 from lrlab.rng import capture_rng_state, restore_rng_state
-from lrlab.scheduler import Scheduler
+from lrlab.scheduler import Scheduler, optimizer_beta2
 
-__all__ = ["train", "RunResult", "update_indices", "epoch_permutation", "evaluate"]
+__all__ = ["train", "RunResult", "update_indices", "epoch_permutation", "evaluate", "FINISHED"]
 
 FINISHED = ("ok", "diverged", "not-learning")
 EXPLODE_FACTOR = 1000.0
 LARGE_UPDATE_RATIO = 0.5
+#: an epoch train loss below LEARNED × ln(classes) means the run has learned something
+LEARNED = 0.8
+#: an epoch train loss at or above CHANCE × ln(classes) is chance level (or worse)
+CHANCE = 0.97
+#: weight of the newest update loss in the average that dates a collapse
+HEALTH_EMA = 0.1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -54,6 +81,59 @@ class RunResult:
     path: Path
     status: str
     summary: dict[str, Any]
+
+
+@dataclass
+class EpochSums:
+    """What an epoch accumulates, update by update (all ranks together).
+
+    ``seen_untimed`` counts the examples of this epoch trained before a resume: they are in
+    the epoch's loss and accuracy but not in its throughput (their time was not measured in
+    this process).
+    """
+
+    loss: float = 0.0  # sum of per-example losses
+    correct: float = 0.0
+    seen: float = 0.0
+    grad_norm: float = 0.0  # sum over updates
+    updates: int = 0
+    seen_untimed: float = 0.0
+
+    def add(self, loss: float, correct: float, seen: float, grad_norm: float) -> None:
+        self.loss += loss * seen
+        self.correct += correct
+        self.seen += seen
+        self.grad_norm += grad_norm
+        self.updates += 1
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict[str, Any]) -> EpochSums:
+        if "sums" in ck:
+            sums = cls(**{k: v for k, v in ck["sums"].items() if k in cls.__dataclass_fields__})
+        else:  # version 1: a float64 tensor [loss sum, correct, seen, gnorm sum, updates]
+            loss, correct, seen, gnorm, updates = ck["accum"].tolist()
+            sums = cls(loss, correct, seen, gnorm, int(updates))
+        sums.seen_untimed = sums.seen
+        return sums
+
+
+@dataclass
+class Health:
+    """What the collapse diagnosis remembers between updates (and across a resume)."""
+
+    learned: bool = False
+    ema: float | None = None
+    candidate: int | None = None  # update where the average last crossed chance level
+
+    def observe(self, update: int, loss: float, chance: float) -> None:
+        if not math.isfinite(loss):
+            return
+        self.ema = loss if self.ema is None else (1 - HEALTH_EMA) * self.ema + HEALTH_EMA * loss
+        if self.ema >= CHANCE * chance:
+            if self.candidate is None:
+                self.candidate = update
+        elif self.ema < LEARNED * chance:
+            self.candidate = None
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -64,11 +144,17 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def update_indices(perm: torch.Tensor, update: int, per_update: int, world: int, rank: int,
                    accumulate: int) -> tuple[list[torch.Tensor], int]:
-    """This rank's micro-batches of ``update`` and the update's total sample count."""
+    """This rank's micro-batches of ``update`` and the update's total sample count.
+
+    With several ranks every rank gets exactly ``accumulate`` micro-batches, some possibly
+    empty (the last, short update of an epoch), so all ranks run the same number of backward
+    passes; a single process skips empty micro-batches.
+    """
     chunk = perm[update * per_update:(update + 1) * per_update]
     shard = torch.tensor_split(chunk, world)[rank] if world > 1 else chunk
-    micro = [m for m in torch.tensor_split(shard, accumulate) if len(m)] if accumulate > 1 \
-        else [shard]
+    micro = list(torch.tensor_split(shard, accumulate)) if accumulate > 1 else [shard]
+    if world == 1:
+        micro = [m for m in micro if len(m)] or micro[:1]
     return micro, len(chunk)
 
 
@@ -159,13 +245,10 @@ class _Trainer:
         if progress is None:
             progress = not config.quiet and sys.stderr.isatty()
         self.progress = progress and dist.is_main
+        self.extended_from: int | None = None  # epochs of the run before --epochs grew it
 
     # -- set-up --------------------------------------------------------------------------
     def prepare(self) -> RunResult | None:
-        from lrlab.lab.data import load_dataset
-        from lrlab.lab.models import build_model, parse_hidden
-        from lrlab.optim import build_optimizer, scale_lr
-
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -174,27 +257,58 @@ class _Trainer:
         existing = self.records.exists()
         self.checkpoint: dict[str, Any] | None = None
         if existing:
-            stored = self.records.read_config()
-            if not self.resume:
-                raise LrlabError(f"run directory {self.records.path} already exists; use "
-                                 "--resume to continue it, or --name/--out for a new run")
-            ours = cfg.result_fields()
-            theirs = {k: v for k, v in stored.items() if k in ours}
-            theirs.setdefault("model", ours["model"])
-            if stored.get("model") is None:
-                theirs["model"] = ours["model"]
-            diff = sorted(k for k in ours if k in theirs and theirs[k] != ours[k])
-            if diff:
-                raise LrlabError(f"cannot resume {self.records.path}: its config differs in "
-                                 f"{', '.join(diff)}")
-            summary = self.records.summary() or {}
-            if summary.get("status") in FINISHED:
-                return RunResult(self.records.path, summary["status"], summary)
+            done = self._check_existing()
+            if done is not None:
+                return done
             self.checkpoint = self.records.load_checkpoint()
+        self._build()
+        if self.dist.is_main and not existing:
+            self._record_config()
+        elif self.dist.is_main and self.extended_from is not None:
+            self._record_extension()
+        self.dist.barrier()
+        return None
 
+    def _check_existing(self) -> RunResult | None:
+        """Refuse a second run into the same directory; accept a resume of the same run."""
+        cfg = self.config
+        stored = self.records.read_config()
+        if not self.resume:
+            raise LrlabError(f"run directory {self.records.path} already exists; use "
+                             "--resume to continue it, or --name/--out for a new run")
+        ours = cfg.result_fields()
+        theirs = {k: v for k, v in stored.items() if k in ours}
+        if stored.get("model") is None:
+            theirs["model"] = ours["model"]
+        diff = sorted(k for k in ours if k in theirs and theirs[k] != ours[k] and k != "epochs")
+        if diff:
+            raise LrlabError(f"cannot resume {self.records.path}: its config differs in "
+                             f"{', '.join(diff)}")
+        summary = self.records.summary() or {}
+        status = summary.get("status")
+        old_epochs = int(stored.get("epochs", cfg.epochs))
+        if cfg.epochs != old_epochs:
+            done = sum(1 for r in self.records.metrics() if not r.get("diverged"))
+            if status in ("diverged", "not-learning"):
+                raise LrlabError(f"cannot extend {self.records.path} to {cfg.epochs} epochs: it "
+                                 f"ended {status}; start a new run")
+            if cfg.epochs < done:
+                raise LrlabError(f"cannot resume {self.records.path} with --epochs "
+                                 f"{cfg.epochs}: it has already trained {done} epochs")
+            self.extended_from = old_epochs
+            return None
+        if status in FINISHED:
+            return RunResult(self.records.path, status, summary)
+        return None
+
+    def _build(self) -> None:
+        from lrlab.lab.data import load_dataset
+        from lrlab.lab.models import build_model, parse_hidden
+        from lrlab.optim import build_optimizer, scale_lr
+
+        cfg = self.config
         self.data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit,
-                                 pixels=cfg.pixels)
-        self.data = self.data.to(self.device)
+                                 pixels=cfg.pixels, val_size=cfg.val_size).to(self.device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         hidden = parse_hidden(cfg.hidden) if cfg.hidden else None
@@ -207,8 +321,7 @@ class _Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.world = self.dist.world_size
         self.global_batch = cfg.batch_size * self.world * cfg.accumulate
-        n = len(self.data.x_train)
-        self.updates_per_epoch = math.ceil(n / self.global_batch)
+        self.updates_per_epoch = math.ceil(self.data.n_train / self.global_batch)
         self.total_updates = self.updates_per_epoch * cfg.epochs
 
         base_lr = self.lr_base = self._base_lr()
@@ -221,7 +334,7 @@ class _Trainer:
                                          layer_decay=cfg.layer_decay, **_optimizer_hyper(cfg))
         self.scheduler = Scheduler(self.optimizer, cfg.schedule, total_steps=self.total_updates,
                                    steps_per_epoch=self.updates_per_epoch, per=cfg.per,
-                                   epochs=cfg.epochs)
+                                   epochs=cfg.epochs if cfg.per == "epoch" else None)
         self.train_model = model
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -230,23 +343,63 @@ class _Trainer:
             self.train_model = DDP(model, device_ids=ids)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
+        self.environment = run_environment(self.device)
 
-        if self.dist.is_main and not existing:
-            record = cfg.to_dict()
-            record.update(model=cfg.resolved_model(), lr_used=lr, lr_base=base_lr,
-                          world_size=self.world, global_batch=self.global_batch,
-                          updates_per_epoch=self.updates_per_epoch,
-                          total_updates=self.total_updates,
-                          warmup=self._warmup_description(), data_source=self.data.source,
-                          device=str(self.device), torch=torch.__version__)
-            self.records.create(record)
-            if getattr(self, "lr_finder_record", None) is not None:
-                from lrlab.lab.records import write_json_atomic
+    def _record_config(self) -> None:
+        cfg = self.config
+        record = cfg.to_dict()
+        record.update(model=cfg.resolved_model(), lr_used=self.lr, lr_base=self.lr_base,
+                      beta2=optimizer_beta2(self.optimizer), world_size=self.world,
+                      global_batch=self.global_batch, updates_per_epoch=self.updates_per_epoch,
+                      total_updates=self.total_updates, warmup=self._warmup_description(),
+                      n_train=self.data.n_train, n_val=self.data.n_val,
+                      n_test=self.data.n_test, data_source=self.data.source,
+                      preprocessing=self.data.preprocessing, device=str(self.device),
+                      torch=torch.__version__, environment=self.environment)
+        self.records.create(record)
+        if getattr(self, "lr_finder_record", None) is not None:
+            from lrlab.lab.records import write_json_atomic
 
-                write_json_atomic(self.records.path / "lr_finder.json", self.lr_finder_record)
-            self._warn_scaled_lr_without_warmup(base_lr, lr)
-        self.dist.barrier()
-        return None
+            write_json_atomic(self.records.path / "lr_finder.json", self.lr_finder_record)
+        self._warn_scaled_lr_without_warmup(self.lr_base, self.lr)
+
+    def _record_extension(self) -> None:
+        """--epochs grew a run: rewrite config.json and say what the schedule does now."""
+        cfg = self.config
+        old = self.extended_from
+        assert old is not None
+        stored = self.records.read_config()
+        t = self._resume_count()
+        before, after = self._schedule_lr(old, t), self._schedule_lr(cfg.epochs, t)
+        stored.update(epochs=cfg.epochs, total_updates=self.total_updates,
+                      extended_from_epochs=[*stored.get("extended_from_epochs", []), old])
+        from lrlab.lab.records import write_json_atomic
+
+        write_json_atomic(self.records.config_path, stored)
+        msg = (f"extended from {old} to {cfg.epochs} epochs: the schedule {cfg.schedule!r} is "
+               f"resolved again over {cfg.epochs} epochs, so the LR of the next update ({t}) "
+               f"is {after:.4g} where the {old}-epoch run had {before:.4g}")
+        self.records.event("extended", msg, from_epochs=old, to_epochs=cfg.epochs, update=t,
+                           lr_before=before, lr_after=after)
+        print(f"lrlab train: note: {msg}", file=sys.stderr)
+
+    def _resume_count(self) -> int:
+        ck = self.checkpoint or {}
+        epoch, update = int(ck.get("epoch", 0)), int(ck.get("update", 0))
+        return epoch * self.updates_per_epoch + update if self.config.per == "step" else epoch
+
+    def _schedule_lr(self, epochs: int, t: int) -> float:
+        """Group 0's LR at update (or epoch) ``t`` of this run's schedule resolved over
+        ``epochs``, computed on a stand-in optimizer (the run's own is left untouched)."""
+        cfg = self.config
+        group = self.optimizer.param_groups[0]
+        peak = float(group.get("initial_lr", group["lr"]))
+        stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=peak)
+        sched = Scheduler(stand_in, cfg.schedule, total_steps=self.updates_per_epoch * epochs,
+                          steps_per_epoch=self.updates_per_epoch, per=cfg.per,
+                          epochs=epochs if cfg.per == "epoch" else None,
+                          beta2=optimizer_beta2(self.optimizer))
+        return float(sched.lr_at(t)[0])
 
     def _base_lr(self) -> float:
         cfg = self.config
@@ -279,103 +432,193 @@ class _Trainer:
             self.records.event("warning", msg)
             print(f"lrlab train: warning: {msg}", file=sys.stderr)
 
+    # -- resume --------------------------------------------------------------------------
+    def _restore(self) -> tuple[int, int, EpochSums, float, Health]:
+        """Load the checkpoint into the model, optimizer, scheduler and RNGs."""
+        ck = self.checkpoint
+        if ck is None:
+            if self.records.exists() and self.dist.is_main:
+                self.records.truncate_metrics(0)  # a run killed before its first checkpoint
+            return 0, 0, EpochSums(), 0.0, Health()
+        where = self.records.checkpoint_path
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = " ".join(str(exc).split())[:200]
+            raise LrlabError(f"{where}: does not fit this run's model/optimizer ({first})") \
+                from None
+        state = dict(ck["scheduler"])
+        if self.extended_from is not None:  # the new length wins (see _record_extension)
+            state.update(total_steps=self.total_updates,
+                         epochs=self.config.epochs if self.config.per == "epoch" else None)
+        self.scheduler.load_state_dict(state)
+        restore_rng_state(ck["rng"])
+        start_epoch, start_update = int(ck["epoch"]), int(ck["update"])
+        health = Health(**ck["health"]) if isinstance(ck.get("health"), dict) else Health()
+        if self.dist.is_main:
+            self.records.truncate_metrics(start_epoch)
+            self.records.event("resumed", f"resumed at epoch {start_epoch}, update "
+                               f"{start_update} of the epoch", environment=self.environment)
+            self._note_environment_change()
+        return start_epoch, start_update, EpochSums.from_checkpoint(ck), \
+            float(ck["elapsed"]), health
+
+    def _note_environment_change(self) -> None:
+        stored = (self.records.read_config().get("environment") or {})
+        changed = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in self.environment.items()
+                   if k in stored and stored[k] != v]
+        if changed:
+            self.records.event("environment-changed", "resumed in a different environment ("
+                               + "; ".join(changed) + "): the numbers may differ in the last "
+                               "bits from an uninterrupted run", changed=changed)
+
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
         cfg, dist = self.config, self.dist
-        start_epoch, start_update = 0, 0
-        acc = torch.zeros(5, dtype=torch.float64)  # loss sum, correct, seen, gnorm sum, updates
-        elapsed = 0.0
-        if self.checkpoint is not None:
-            ck = self.checkpoint
-            self.model.load_state_dict(ck["model"])
-            self.optimizer.load_state_dict(ck["optimizer"])
-            self.scheduler.load_state_dict(ck["scheduler"])
-            restore_rng_state(ck["rng"])
-            start_epoch, start_update = int(ck["epoch"]), int(ck["update"])
-            acc = ck["accum"].clone()
-            elapsed = float(ck["elapsed"])
-            if dist.is_main:
-                self.records.truncate_metrics(start_epoch)
-                self.records.event("resumed", f"resumed at epoch {start_epoch}, update "
-                                   f"{start_update} of the epoch")
-        elif self.records.exists() and dist.is_main:
-            self.records.truncate_metrics(0)  # a run killed before its first checkpoint
+        start_epoch, start_update, sums, elapsed, health = self._restore()
         rows = self.records.metrics() if dist.is_main else []
+        if any(self._learned(r) for r in rows):
+            health.learned = True
         self.flagged_not_learning = dist.is_main and any(
             e.get("kind") == "not-learning" for e in self.records.events())
         self.first_loss: float | None = self.checkpoint.get("first_loss") if self.checkpoint \
             else None
-        n_classes = self.data.num_classes
         bar = self._bar(start_epoch * self.updates_per_epoch + start_update)
-        status, stop_info = "running", {}
+        stop: dict[str, Any] = {}
         self._write_summary("running", rows, elapsed)
         with _StopFlag() as flag:
             for epoch in range(start_epoch, cfg.epochs):
                 t0 = time.perf_counter()
-                perm = epoch_permutation(len(self.data.x_train), cfg.seed, epoch).to(self.device)
                 first_update = start_update if epoch == start_epoch else 0
                 if first_update == 0:
-                    acc.zero_()
-                # closed form: the same value whether or not the epoch was resumed mid-way
-                first_t = epoch * self.updates_per_epoch if cfg.per == "step" else epoch
-                lr_first = float(self.scheduler.lr_at(first_t)[0])
-                ratios: dict[str, float] | None = None
-                for u in range(first_update, self.updates_per_epoch):
-                    if flag.stop:
-                        elapsed += time.perf_counter() - t0
-                        return self._interrupt(epoch, u, acc, elapsed, rows, bar)
-                    want_ratio = cfg.update_ratio and u == self.updates_per_epoch - 1
-                    loss, correct, seen, gnorm, ratio = self._update(perm, u, want_ratio)
-                    if ratio is not None:
-                        ratios = ratio
-                    global_step = epoch * self.updates_per_epoch + u
-                    if self.first_loss is None:
-                        self.first_loss = loss
-                    acc += torch.tensor([loss * seen, correct, seen, gnorm, 1.0],
-                                        dtype=torch.float64)
-                    bad = not math.isfinite(loss) or loss > EXPLODE_FACTOR * max(
-                        self.first_loss, 1e-3)
-                    if dist.any_flag(bad, self.device):
-                        stop_info = {"update": global_step, "lr": self._current_lr(),
-                                     "loss": loss, "epoch": epoch}
-                        status = "diverged"
-                        break
-                    if cfg.per == "step":
-                        self.scheduler.step()
-                    if bar is not None:
-                        bar.update(1)
-                        if u % 10 == 0:
-                            bar.set_postfix_str(f"ep {epoch} loss {loss:.4f} lr "
-                                                f"{self._current_lr():.3g}", refresh=False)
+                    sums = EpochSums()
+                outcome = self._train_epoch(epoch, first_update, sums, health, flag, bar)
+                if outcome == "interrupted":
+                    elapsed += time.perf_counter() - t0
+                    return self._interrupt(epoch, sums.updates, sums, health, elapsed, rows, bar)
                 train_time = time.perf_counter() - t0
-                row = self._epoch_row(epoch, acc, lr_first, train_time, ratios,
-                                      diverged=status == "diverged")
+                row = self._epoch_row(epoch, sums, train_time, diverged=outcome is not None)
                 elapsed += time.perf_counter() - t0
                 row["time"] = elapsed
+                if outcome is None:
+                    stop = self._check_after_epoch(epoch, row, rows, health)
+                else:
+                    stop = outcome
+                if stop:
+                    row["diverged"] = True
                 if dist.is_main:
                     self.records.append_metrics(row)
                     rows.append(row)
                 self._echo_epoch(row, bar)
-                if status == "diverged":
-                    msg = (f"diverged at update {stop_info['update']} (epoch {epoch}): loss "
-                           f"{stop_info['loss']:.4g} with lr {stop_info['lr']:.4g}")
-                    if dist.is_main:
-                        self.records.event("diverged", msg, **stop_info)
+                if stop:
+                    self._record_divergence(stop)
                     break
-                self._diagnose(row, n_classes)
+                self._diagnose(row, health)
                 if self.scheduler.plateau_state is not None:
-                    metric = row.get("val_loss", row["train_loss"])
-                    self.scheduler.report(metric)
+                    self.scheduler.report(row.get("val_loss", row["train_loss"]))
                 if cfg.per == "epoch":
                     self.scheduler.step()
-                self._checkpoint(epoch + 1, 0, torch.zeros(5, dtype=torch.float64), elapsed)
+                self._checkpoint(epoch + 1, 0, EpochSums(), health, elapsed)
         if bar is not None:
             bar.close()
-        if status == "running":
-            status = "not-learning" if self._stuck(rows[-1] if rows else None, n_classes) \
-                else "ok"
-        summary = self._write_summary(status, rows, elapsed, stop_info)
+        if stop:
+            status = "diverged"
+        else:
+            status = "not-learning" if not health.learned and self._stuck(
+                rows[-1] if rows else None) else "ok"
+        summary = self._write_summary(status, rows, elapsed, stop)
         return RunResult(self.records.path, status, summary)
+
+    def _train_epoch(self, epoch: int, first_update: int, sums: EpochSums, health: Health,
+                     flag: _StopFlag, bar: Any) -> dict[str, Any] | str | None:
+        """Train the updates of ``epoch`` from ``first_update``; None when it completed,
+        ``"interrupted"`` after Ctrl-C, or the divergence that stopped it."""
+        cfg, dist = self.config, self.dist
+        chance = math.log(self.data.num_classes)
+        perm = epoch_permutation(self.data.n_train, cfg.seed, epoch).to(self.device)
+        # closed form: the same value whether or not the epoch was resumed mid-way
+        self.lr_first = float(self.scheduler.lr_at(
+            epoch * self.updates_per_epoch if cfg.per == "step" else epoch)[0])
+        self.ratios: dict[str, float] | None = None
+        for u in range(first_update, self.updates_per_epoch):
+            if flag.stop:
+                return "interrupted"
+            want_ratio = cfg.update_ratio and u == self.updates_per_epoch - 1
+            loss, correct, seen, gnorm, ratio = self._update(perm, u, want_ratio)
+            if ratio is not None:
+                self.ratios = ratio
+            step = epoch * self.updates_per_epoch + u
+            if self.first_loss is None:
+                self.first_loss = loss
+            sums.add(loss, correct, seen, gnorm)
+            health.observe(step, loss, chance)
+            finite = math.isfinite(loss)
+            bad = not finite or loss > EXPLODE_FACTOR * max(self.first_loss, 1e-3)
+            if dist.any_flag(bad, self.device):
+                return {"cause": "nonfinite" if not finite else "explosion", "epoch": epoch,
+                        "update": step, "lr": self._current_lr(), "loss": loss,
+                        "loss_before": self._last_train_loss()}
+            if cfg.per == "step":
+                self.scheduler.step()
+            if bar is not None:
+                bar.update(1)
+                if u % 10 == 0:
+                    bar.set_postfix_str(f"ep {epoch} loss {loss:.4f} lr "
+                                        f"{self._current_lr():.3g}", refresh=False)
+        return None
+
+    def _learned(self, row: dict[str, Any]) -> bool:
+        loss = row.get("train_loss")
+        return isinstance(loss, (int, float)) and loss < LEARNED * math.log(
+            self.data.num_classes)
+
+    def _last_train_loss(self) -> float | None:
+        rows = self.records.metrics() if self.dist.is_main else []
+        return rows[-1].get("train_loss") if rows else None
+
+    def _check_after_epoch(self, epoch: int, row: dict[str, Any], rows: list[dict[str, Any]],
+                           health: Health) -> dict[str, Any]:
+        """A divergence seen only at the end of the epoch: in evaluation, or a collapse."""
+        for key in ("test_loss", "val_loss"):
+            value = row.get(key)
+            if value is not None and not math.isfinite(value):
+                return {"cause": "nonfinite-eval", "epoch": epoch, "update": row["step"] - 1,
+                        "lr": row["lr_last"], "loss": value, "metric": key,
+                        "loss_before": rows[-1]["train_loss"] if rows else None}
+        chance = math.log(self.data.num_classes)
+        if health.learned and row["train_loss"] >= CHANCE * chance:
+            update = health.candidate
+            lr = float(self.scheduler.lr_at(update if self.config.per == "step" else epoch)[0]) \
+                if update is not None else row["lr_first"]
+            return {"cause": "collapse", "epoch": epoch, "update": update, "lr": lr,
+                    "loss": row["train_loss"], "loss_before": rows[-1]["train_loss"] if rows
+                    else None}
+        if self._learned(row):
+            health.learned = True
+        return {}
+
+    def _record_divergence(self, stop: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        where = f"update {stop['update']}" if stop.get("update") is not None else "an update"
+        before = stop.get("loss_before")
+        kind = stop["cause"]
+        if kind == "collapse":
+            msg = (f"collapsed after learning: at {where} (epoch {stop['epoch']}, lr "
+                   f"{stop['lr']:.4g}) the train loss went from {before:.4g} (previous epoch) "
+                   f"to {stop['loss']:.4g}, back at or above chance level "
+                   f"ln({self.data.num_classes}) = {math.log(self.data.num_classes):.4f}")
+        elif kind == "nonfinite-eval":
+            msg = (f"diverged: the {stop['metric'].replace('_', ' ')} became {stop['loss']} "
+                   f"after epoch {stop['epoch']} (last update {stop['update']}, lr "
+                   f"{stop['lr']:.4g})")
+        else:
+            what = "became non-finite" if kind == "nonfinite" else \
+                f"exceeded {EXPLODE_FACTOR:g}x the first update's"
+            msg = (f"diverged at {where} (epoch {stop['epoch']}): the loss {what} "
+                   f"({stop['loss']:.4g}) with lr {stop['lr']:.4g}")
+        self.records.event("diverged", msg, **stop)
 
     def _update(self, perm: torch.Tensor, u: int, want_ratio: bool
                 ) -> tuple[float, float, float, float, dict[str, float] | None]:
@@ -397,11 +640,14 @@ class _Trainer:
             with sync:
                 with _autocast(self.device, self.amp):
                     out = self.train_model(x)
-                loss = F.cross_entropy(out.float(), y)
-                # weight: this micro-batch's share of the whole update (all ranks)
-                (loss * (len(idx) * self.world / total)).backward()
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.detach().argmax(1) == y).sum()
+                if len(idx):
+                    loss = F.cross_entropy(out.float(), y)
+                    # weight: this micro-batch's share of the whole update (all ranks)
+                    (loss * (len(idx) * self.world / total)).backward()
+                    loss_sum += loss.detach() * len(idx)
+                    correct += (out.detach().argmax(1) == y).sum()
+                else:  # an empty share: take part in the all-reduce with zero gradients
+                    (out.float().sum() * 0.0).backward()
             seen += len(idx)
         gnorm = _grad_norm(self.params)
         before = None
@@ -426,20 +672,21 @@ class _Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
-    def _epoch_row(self, epoch: int, acc: torch.Tensor, lr_first: float, train_time: float,
-                   ratios: dict[str, float] | None, diverged: bool) -> dict[str, Any]:
-        loss_sum, correct, seen, gnorm_sum, updates = acc.tolist()
-        seen = max(seen, 1.0)
+    def _epoch_row(self, epoch: int, sums: EpochSums, train_time: float,
+                   diverged: bool) -> dict[str, Any]:
+        seen = max(sums.seen, 1.0)
         row: dict[str, Any] = {
             "epoch": epoch,
-            "step": epoch * self.updates_per_epoch + int(updates),
-            "lr": self._current_lr() if self.config.per == "epoch" else lr_first,
-            "lr_first": lr_first,
+            "step": epoch * self.updates_per_epoch + sums.updates,
+            "lr": self._current_lr() if self.config.per == "epoch" else self.lr_first,
+            "lr_first": self.lr_first,
             "lr_last": self._last_used_lr(),
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "grad_norm": gnorm_sum / max(updates, 1.0),
-            "examples_per_s": seen / max(train_time, 1e-9),
+            "train_loss": sums.loss / seen,
+            "train_acc": sums.correct / seen,
+            "grad_norm": sums.grad_norm / max(sums.updates, 1),
+            # examples trained in this process only: a resumed epoch's earlier part was
+            # trained (and timed) by the process that was interrupted
+            "examples_per_s": (sums.seen - sums.seen_untimed) / max(train_time, 1e-9),
             "epoch_time": train_time,
         }
         if not diverged:
@@ -452,8 +699,8 @@ class _Trainer:
                     self.dist)
         else:
             row["diverged"] = True
-        if ratios is not None:
-            row["update_ratio"] = ratios
+        if self.ratios is not None:
+            row["update_ratio"] = self.ratios
         return row
 
     def _last_used_lr(self) -> float:
@@ -463,16 +710,18 @@ class _Trainer:
         t = max(self.scheduler.count - 1, 0)
         return float(self.scheduler.lr_at(t)[0])
 
-    def _stuck(self, row: dict[str, Any] | None, n_classes: int) -> bool:
+    def _stuck(self, row: dict[str, Any] | None) -> bool:
+        n_classes = self.data.num_classes
         if row is None or row["epoch"] < 1:
             return False
-        chance = math.log(n_classes)
-        return row["train_loss"] >= 0.97 * chance and row["train_acc"] <= 1.5 / n_classes
+        return row["train_loss"] >= CHANCE * math.log(n_classes) and \
+            row["train_acc"] <= 1.5 / n_classes
 
-    def _diagnose(self, row: dict[str, Any], n_classes: int) -> None:
+    def _diagnose(self, row: dict[str, Any], health: Health) -> None:
         if not self.dist.is_main:
             return
-        if self._stuck(row, n_classes) and not self.flagged_not_learning:
+        n_classes = self.data.num_classes
+        if not health.learned and self._stuck(row) and not self.flagged_not_learning:
             self.flagged_not_learning = True
             self.records.event("not-learning", f"train loss {row['train_loss']:.4f} is still "
                                f"at ln({n_classes}) = {math.log(n_classes):.4f} after epoch "
@@ -483,46 +732,56 @@ class _Trainer:
                                    f"{name} is {r:.2f}x its weights", epoch=row["epoch"],
                                    param=name, ratio=r)
 
-    def _checkpoint(self, epoch: int, update: int, acc: torch.Tensor, elapsed: float) -> None:
+    def _checkpoint(self, epoch: int, update: int, sums: EpochSums, health: Health,
+                    elapsed: float) -> None:
         if not self.dist.is_main:
             self.dist.barrier()
             return
         self.records.save_checkpoint({
-            "version": 1, "epoch": epoch, "update": update, "accum": acc.clone(),
-            "elapsed": elapsed, "first_loss": self.first_loss, "lr_base": self.lr_base,
+            "version": CHECKPOINT_VERSION, "epoch": epoch, "update": update,
+            "sums": asdict(sums), "health": asdict(health), "elapsed": elapsed,
+            "first_loss": self.first_loss, "lr_base": self.lr_base,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
         })
         self.dist.barrier()
 
-    def _interrupt(self, epoch: int, update: int, acc: torch.Tensor, elapsed: float,
-                   rows: list[dict[str, Any]], bar: Any) -> RunResult:
+    def _interrupt(self, epoch: int, update: int, sums: EpochSums, health: Health,
+                   elapsed: float, rows: list[dict[str, Any]], bar: Any) -> RunResult:
         if bar is not None:
             bar.close()
-        self._checkpoint(epoch, update, acc, elapsed)
+        self._checkpoint(epoch, update, sums, health, elapsed)
         if self.dist.is_main:
             self.records.event("interrupted", f"interrupted at epoch {epoch}, update {update} "
-                               "of the epoch; continue with --resume")
+                               "of the epoch; continue with --resume", epoch=epoch,
+                               update=update)
         summary = self._write_summary("interrupted", rows, elapsed)
         return RunResult(self.records.path, "interrupted", summary)
 
     def _write_summary(self, status: str, rows: list[dict[str, Any]], elapsed: float,
                        stop: dict[str, Any] | None = None) -> dict[str, Any]:
-        accs = [r["test_acc"] for r in rows if "test_acc" in r]
+        def series(key: str) -> list[float]:
+            return [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+
+        accs, vals = series("test_acc"), series("val_acc")
         eps = [r["examples_per_s"] for r in rows if not r.get("diverged")]
+        last = rows[-1] if rows else {}
         summary: dict[str, Any] = {
             "status": status,
             "epochs_done": sum(1 for r in rows if not r.get("diverged")),
             "epochs": self.config.epochs,
             "best_test_acc": max(accs) if accs else None,
             "final_test_acc": accs[-1] if accs else None,
-            "final_train_loss": rows[-1]["train_loss"] if rows else None,
-            "final_test_loss": rows[-1].get("test_loss") if rows else None,
+            "best_val_acc": max(vals) if vals else None,
+            "final_val_acc": vals[-1] if vals else None,
+            "final_val_loss": last.get("val_loss"),
+            "final_train_loss": last.get("train_loss"),
+            "final_test_loss": last.get("test_loss"),
             "time_s": elapsed,
             "examples_per_s": sum(eps) / len(eps) if eps else None,
             "lr": self.lr,
             "updates": self.scheduler.count if self.config.per == "step" else
-            (rows[-1]["step"] if rows else 0),
+            (last.get("step", 0)),
         }
         if stop:
             summary["diverged_at"] = stop
@@ -544,6 +803,8 @@ class _Trainer:
         parts = [f"epoch {row['epoch'] + 1:>3}/{self.config.epochs}",
                  f"lr {row['lr_first']:.3g}", f"train loss {row['train_loss']:.4f}",
                  f"acc {row['train_acc']:.4f}"]
+        if "val_acc" in row:
+            parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}")
         if "test_acc" in row:
             parts.append(f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}")
         parts.append(f"{row['examples_per_s']:.0f} ex/s")
@@ -559,7 +820,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = 
     """Run (or with ``resume=True`` continue) one training run and write its records.
 
     Returns the run's path, status (ok / diverged / not-learning / interrupted) and summary.
-    A finished run asked to resume is returned as it is, without training again.
+    A finished run asked to resume is returned as it is, without training again, unless
+    ``config.epochs`` grew (see ``lrlab train --resume DIR --epochs N``).
     """
     config.validate()
     dist, device_name = init_distributed(config.device)
@@ -577,3 +839,5 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = 
             summary["status"] = "interrupted"
             trainer.records.write_summary(summary)
         raise
+    finally:
+        dist.close()
