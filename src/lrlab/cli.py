@@ -35,6 +35,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") \
+            from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -120,6 +131,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir", default=S, help="directory with the IDX files")
     g.add_argument("--limit", type=_positive_int, default=S,
                    help="use the first N training examples")
+    g.add_argument("--val-size", type=_non_negative_int, default=S, metavar="N",
+                   help="examples held out of the training set for validation (default: "
+                   "10000 of Fashion-MNIST/MNIST's 60000, 200 of blobs; 0: none)")
     g.add_argument("--pixels", choices=["standard", "unit"], default=S,
                    help="image preprocessing: standardised (default) or pixels/255 only")
     g.add_argument("--model", default=S, help="lenet or mlp (default: by dataset)")
@@ -188,21 +202,51 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        "summary.json).")
     add_train_flags(p)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue an interrupted run (this config's, or RUN_DIR's)")
+                   help="continue an interrupted run (this config's, or RUN_DIR's); with "
+                   "RUN_DIR only --epochs (to extend it: the schedule is resolved again over "
+                   "the new length) and execution flags (--quiet, --device, --threads, "
+                   "--compile, --update-ratio, --data-dir) may be given")
     p.set_defaults(func=_cmd_train)
 
 
+#: Flags a ``--resume RUN_DIR`` honours: how the run executes, and --epochs (which extends
+#: or shortens what is left of it). Every other flag would change the run's numbers.
+RESUME_FLAGS = ("quiet", "device", "threads", "compile", "update_ratio", "data_dir", "epochs")
+
+
+def _resume_config(args: argparse.Namespace) -> TrainConfig:
+    from lrlab.lab.config import TrainConfig, config_of_run
+
+    config = config_of_run(args.resume)
+    given = [k for k in vars(args) if k in TrainConfig.__dataclass_fields__]
+    if args.config:
+        raise LrlabError("--resume RUN_DIR continues the run as recorded in its config.json; "
+                         "--config does not apply")
+    for key in given:
+        if key in ("out", "name"):
+            raise LrlabError(f"--{key} does not apply to --resume RUN_DIR (the directory is "
+                             "the run)")
+        value = getattr(args, key)
+        if key not in RESUME_FLAGS:
+            flag = "--" + key.replace("_", "-")
+            raise LrlabError(f"{flag} cannot change on resume: {args.resume} was trained with "
+                             f"{key.replace('_', '-')} = {getattr(config, key)!r}; start a new "
+                             "run with --name (or --out) instead")
+        setattr(config, key, value)
+    return config.validate()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lrlab.lab.config import config_of_run
     from lrlab.lab.trainer import train
 
     if isinstance(args.resume, str):
-        config = config_of_run(args.resume)
-        for key in ("quiet", "device", "threads"):
-            if key in vars(args):
-                setattr(config, key, getattr(args, key))
+        config = _resume_config(args)
     else:
         config = config_from_args(args)
+        if args.resume and not config.run_dir().joinpath("config.json").exists():
+            raise LrlabError(f"--resume: no run to continue at {config.run_dir()} (these "
+                             "settings name that directory); drop --resume to start it, or "
+                             "give the run directory: --resume RUN_DIR")
     result = train(config, resume=bool(args.resume))
     s = result.summary
     acc = s.get("final_test_acc")
