@@ -54,6 +54,16 @@ def expected_images(written: np.ndarray, train: np.ndarray) -> np.ndarray:
     return ((written.astype(np.float64) / 255.0 - mean) / std)[:, None, :, :]
 
 
+#: The validation carve as documented: numpy's default_rng(20231124).permutation(n); the
+#: first val_size indices are validation, the rest training, each kept in file order.
+SPLIT_SEED = 20231124
+
+
+def documented_split(n: int, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+
+
 def one_line(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)
     assert "\n" not in message
@@ -115,16 +125,25 @@ def test_load_idx_values(isolated, gz):
     ds = load_dataset("mnist", isolated / "d")
     assert ds.name == "mnist" and ds.num_classes == 10 and ds.input_shape == (1, 28, 28)
     assert ds.x_train.dtype == torch.float32 and ds.y_train.dtype == torch.int64
-    assert ds.x_train.shape == (40, 1, 28, 28) and ds.x_test.shape == (15, 1, 28, 28)
-    assert ds.x_val is None and ds.y_val is None
+    # the default validation split is 1/6 of the training file: round(40 / 6) = 7
+    tr, va = documented_split(40, 7)
+    assert ds.x_train.shape == (33, 1, 28, 28) and ds.x_test.shape == (15, 1, 28, 28)
+    assert ds.x_val.shape == (7, 1, 28, 28) and ds.n_val == 7
+    train_pixels = written.x_train[tr]  # statistics of the training part only
     np.testing.assert_allclose(
-        ds.x_train.numpy(), expected_images(written.x_train, written.x_train), atol=1e-5
-    )
+        ds.x_train.numpy(), expected_images(written.x_train[tr], train_pixels), atol=1e-5)
     np.testing.assert_allclose(
-        ds.x_test.numpy(), expected_images(written.x_test, written.x_train), atol=1e-5
-    )
-    np.testing.assert_array_equal(ds.y_train.numpy(), written.y_train)
+        ds.x_val.numpy(), expected_images(written.x_train[va], train_pixels), atol=1e-5)
+    np.testing.assert_allclose(
+        ds.x_test.numpy(), expected_images(written.x_test, train_pixels), atol=1e-5)
+    np.testing.assert_array_equal(ds.y_train.numpy(), written.y_train[tr])
+    np.testing.assert_array_equal(ds.y_val.numpy(), written.y_train[va])
     np.testing.assert_array_equal(ds.y_test.numpy(), written.y_test)
+    # without a validation split: every training image, statistics over all of them
+    whole = load_dataset("mnist", isolated / "d", val_size=0)
+    assert whole.x_val is None and whole.n_train == 40
+    np.testing.assert_allclose(
+        whole.x_train.numpy(), expected_images(written.x_train, written.x_train), atol=1e-5)
     assert ds.source == str((isolated / "d").resolve())
 
 
@@ -136,7 +155,8 @@ def test_limit_keeps_first_examples_and_statistics(isolated):
     torch.testing.assert_close(few.x_train, full.x_train[:7])
     torch.testing.assert_close(few.y_train, full.y_train[:7])
     torch.testing.assert_close(few.x_test, full.x_test)
-    assert load_dataset("mnist", isolated / "d", limit=1000).n_train == 30
+    torch.testing.assert_close(few.x_val, full.x_val)  # limit never touches validation
+    assert load_dataset("mnist", isolated / "d", limit=1000).n_train == 30 - 5
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
@@ -159,7 +179,7 @@ def test_layouts_found_under_env_root(isolated, monkeypatch, name, layout):
     root = isolated / "root"
     written = write_mnist_dir(root / layout, n_train=6, n_test=4, gz=True, seed=4)
     monkeypatch.setenv("LRLAB_DATA", str(root))
-    ds = load_dataset(name)
+    ds = load_dataset(name, val_size=0)
     np.testing.assert_array_equal(ds.y_train.numpy(), written.y_train)
     assert ds.source == str((root / layout).resolve())
 
@@ -177,12 +197,15 @@ def test_env_beats_cache_beats_system(isolated, monkeypatch):
     from_cache = write_mnist_dir(cache / "mnist", n_train=8, n_test=3, seed=11)
     from_system = write_mnist_dir(isolated / "system" / "mnist", n_train=8, n_test=3, seed=12)
     monkeypatch.setenv("LRLAB_DATA", str(env_root))
-    np.testing.assert_array_equal(load_dataset("mnist").y_train.numpy(), from_env.y_train)
+    def labels():
+        return load_dataset("mnist", val_size=0).y_train.numpy()
+
+    np.testing.assert_array_equal(labels(), from_env.y_train)
     monkeypatch.delenv("LRLAB_DATA")
-    np.testing.assert_array_equal(load_dataset("mnist").y_train.numpy(), from_cache.y_train)
+    np.testing.assert_array_equal(labels(), from_cache.y_train)
     for path in from_cache.paths.values():
         path.unlink()
-    np.testing.assert_array_equal(load_dataset("mnist").y_train.numpy(), from_system.y_train)
+    np.testing.assert_array_equal(labels(), from_system.y_train)
 
 
 def test_dataset_folder_beats_root_files(isolated, monkeypatch):
@@ -190,13 +213,14 @@ def test_dataset_folder_beats_root_files(isolated, monkeypatch):
     write_mnist_dir(root, n_train=8, n_test=3, seed=20)
     inside = write_mnist_dir(root / "mnist", n_train=8, n_test=3, seed=21)
     monkeypatch.setenv("LRLAB_DATA", str(root))
-    np.testing.assert_array_equal(load_dataset("mnist").y_train.numpy(), inside.y_train)
+    np.testing.assert_array_equal(load_dataset("mnist", val_size=0).y_train.numpy(),
+                                  inside.y_train)
 
 
 def test_raw_file_preferred_to_gz(isolated):
     raw = write_mnist_dir(isolated / "d", n_train=8, n_test=3, gz=False, seed=30)
     write_mnist_dir(isolated / "d", n_train=8, n_test=3, gz=True, seed=31)
-    ds = load_dataset("mnist", isolated / "d")
+    ds = load_dataset("mnist", isolated / "d", val_size=0)
     np.testing.assert_array_equal(ds.y_train.numpy(), raw.y_train)
 
 
@@ -370,24 +394,27 @@ def test_blobs():
     from sklearn.model_selection import train_test_split
 
     ds = load_dataset("blobs", seed=7)
-    assert ds.input_shape == (10,) and ds.num_classes == 2 and ds.x_val is None
-    assert ds.n_train == 800 and ds.n_test == 200
+    assert ds.input_shape == (10,) and ds.num_classes == 2
+    assert (ds.n_train, ds.n_val, ds.n_test) == (600, 200, 200)  # 1/4 of 800 for validation
     torch.testing.assert_close(ds.x_train.mean(0), torch.zeros(10), atol=1e-5, rtol=0)
     torch.testing.assert_close(
         ds.x_train.double().std(0, unbiased=False), torch.ones(10, dtype=torch.float64),
         atol=1e-5, rtol=0,
     )
-    assert ds.y_train.bincount().tolist() == [400, 400]
     assert ds.y_test.bincount().tolist() == [100, 100]
 
-    # the documented recipe, done here with scikit-learn directly
+    # the documented recipe, done here with scikit-learn and numpy directly
     x, y = make_blobs(n_samples=1000, n_features=10, centers=2, cluster_std=1.0, random_state=7)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, stratify=y, random_state=7)
-    mean, std = x_tr.mean(0), x_tr.std(0)
-    np.testing.assert_allclose(ds.x_train.numpy(), (x_tr - mean) / std, atol=1e-5)
+    tr, va = documented_split(800, 200)
+    mean, std = x_tr[tr].mean(0), x_tr[tr].std(0)
+    np.testing.assert_allclose(ds.x_train.numpy(), (x_tr[tr] - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(ds.x_val.numpy(), (x_tr[va] - mean) / std, atol=1e-5)
     np.testing.assert_allclose(ds.x_test.numpy(), (x_te - mean) / std, atol=1e-5)
-    np.testing.assert_array_equal(ds.y_train.numpy(), y_tr)
+    np.testing.assert_array_equal(ds.y_train.numpy(), y_tr[tr])
+    np.testing.assert_array_equal(ds.y_val.numpy(), y_tr[va])
     np.testing.assert_array_equal(ds.y_test.numpy(), y_te)
+    assert load_dataset("blobs", seed=7, val_size=0).n_train == 800
 
     assert not torch.equal(load_dataset("blobs", seed=8).x_train, ds.x_train)
     torch.testing.assert_close(load_dataset("blobs", seed=7).x_train, ds.x_train)
@@ -401,8 +428,9 @@ REAL = Path("/usr/share/datasets/fashion-mnist")
 @pytest.mark.skipif(not REAL.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist():
     ds = load_dataset("fashion-mnist", REAL)
-    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
-    assert ds.y_train.bincount().tolist() == [6000] * 10
+    assert ds.x_train.shape == (50000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
+    assert ds.x_val.shape == (10000, 1, 28, 28)
+    assert (ds.y_train.bincount() + ds.y_val.bincount()).tolist() == [6000] * 10
     assert ds.y_test.bincount().tolist() == [1000] * 10
     assert abs(ds.x_train.mean().item()) < 1e-4
     assert abs(ds.x_train.double().std(unbiased=False).item() - 1.0) < 1e-4
@@ -411,8 +439,26 @@ def test_real_fashion_mnist():
 def test_unit_pixels_are_raw_over_255(tmp_path):
     """pixels='unit' is torchvision's ToTensor scaling (what D2L trains on): raw / 255."""
     arrays = write_mnist_dir(tmp_path, n_train=30, n_test=10, seed=3)
-    ds = load_dataset("fashion-mnist", tmp_path, pixels="unit")
+    ds = load_dataset("fashion-mnist", tmp_path, pixels="unit", val_size=0)
     expected = torch.from_numpy(arrays.x_train.astype("float32") / 255.0).unsqueeze(1)
     torch.testing.assert_close(ds.x_train, expected, atol=1e-7, rtol=0)
     with pytest.raises(LrlabError, match="pixels"):
         load_dataset("fashion-mnist", tmp_path, pixels="zscore")
+
+
+def test_validation_split_is_fixed_disjoint_and_refused_where_it_cannot_apply(tmp_path):
+    write_mnist_dir(tmp_path, n_train=30, n_test=10, seed=6)
+    a = load_dataset("mnist", tmp_path, val_size=12, seed=1)
+    b = load_dataset("mnist", tmp_path, val_size=12, seed=2)  # the run seed does not move it
+    torch.testing.assert_close(a.x_val, b.x_val)
+    whole = load_dataset("mnist", tmp_path, val_size=0, pixels="unit")
+    parts = load_dataset("mnist", tmp_path, val_size=12, pixels="unit")
+    rows = {tuple(x.flatten().tolist()) for x in torch.cat([parts.x_train, parts.x_val])}
+    assert rows == {tuple(x.flatten().tolist()) for x in whole.x_train}  # a partition
+    assert parts.n_train + parts.n_val == 30
+    with pytest.raises(LrlabError, match="leaves no training example"):
+        load_dataset("mnist", tmp_path, val_size=30)
+    with pytest.raises(LrlabError, match="val-size"):
+        load_dataset("mnist", tmp_path, val_size=-1)
+    with pytest.raises(LrlabError, match="course's own split"):
+        load_dataset("classification", val_size=100)
