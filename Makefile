@@ -14,6 +14,10 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
+	@# the test extras (Lightning, transformers) must not have replaced the pinned torch
+	@$(BIN)/python -c "import sys, torch; want = '$(TORCH)'.partition('==')[2]; \
+		sys.exit(0 if not want or torch.__version__.split('+')[0] == want else \
+		f'torch {torch.__version__} replaced the pinned {want}')"
 	touch $@
 
 setup: $(VENV)/.installed
