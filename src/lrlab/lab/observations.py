@@ -12,6 +12,9 @@ Observations (thresholds are module constants):
 
 - loss spike: the train loss rose more than ``SPIKE`` (20%) over the previous epoch;
 - divergence: the update, epoch and LR where the loss became non-finite or exploded;
+- collapse after learning: a run that learned and then blew up (its train loss back at chance
+  level or above, ``diverged_at.kind == "collapse"``): the epoch, update and LR, and the train
+  loss before and after, said apart from never learning;
 - not learning: the run's status, with the trainer's own explanation;
 - overfitting: the test loss rose while the train loss fell for ``OVERFIT_EPOCHS`` (3) or more
   epochs in a row, or the train-test accuracy gap (once positive) widened that long, by more
@@ -27,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["RunData", "TraceRow", "num", "trace_rows", "observations", "has_warmup",
-           "warmup_length",
-           "SPIKE", "OVERFIT_EPOCHS"]
+           "warmup_length", "run_beta2", "divergence", "divergence_cause", "divergence_text",
+           "SPIKE",
+           "OVERFIT_EPOCHS"]
 
 SPIKE = 0.20
 OVERFIT_EPOCHS = 3
@@ -72,9 +76,25 @@ class RunData:
         return self.status in ("ok", "not-learning")
 
     def final_acc(self) -> float | None:
+        """Test accuracy after the last epoch (None unless every epoch trained)."""
+        return self.final("test_acc")
+
+    def final_val_acc(self) -> float | None:
+        """Validation accuracy after the last epoch (None without a validation split)."""
+        return self.final("val_acc")
+
+    def final(self, key: str) -> float | None:
         if not self.complete or not self.metrics:
             return None
-        return num(self.metrics[-1].get("test_acc"))
+        return num(self.metrics[-1].get(key))
+
+    @property
+    def has_validation(self) -> bool:
+        """The run held out a validation split (``n_val`` > 0, or ``val_acc`` recorded)."""
+        n_val = num((self.config or {}).get("n_val"))
+        if n_val is not None:
+            return n_val > 0
+        return any(num(r.get("val_acc")) is not None for r in self.metrics)
 
     def best(self) -> tuple[float, int] | None:
         """Best test accuracy and its 1-based epoch."""
@@ -102,7 +122,29 @@ class TraceRow:
     test_loss: float | None
     test_acc: float | None
     val_loss: float | None
+    val_acc: float | None = None
     marks: list[str] = field(default_factory=list)
+
+
+#: β2 of each optimizer's own defaults, for records written before config.json held "beta2"
+_DEFAULT_BETA2 = {"adam": 0.999, "adamw": 0.999, "amsgrad": 0.999, "adam-nobias": 0.999,
+                  "lion": 0.99}
+
+
+def run_beta2(config: dict[str, Any] | None) -> float | None:
+    """The β2 the run's optimizer used (for ``warmup(auto)``), as the trainer recorded it.
+
+    ``config["beta2"]`` when present (None: an optimizer without one, such as SGD); else the
+    ``betas`` given to the run; else, for records older than the ``beta2`` entry, the
+    optimizer's default (Adam family 0.999, Lion 0.99; None for the others).
+    """
+    cfg = config or {}
+    if "beta2" in cfg:
+        return num(cfg["beta2"])
+    betas = cfg.get("betas")
+    if isinstance(betas, (list, tuple)) and len(betas) >= 2:
+        return num(betas[1])
+    return _DEFAULT_BETA2.get(str(cfg.get("optimizer", "")).lower())
 
 
 def _bound_schedule(config: dict[str, Any] | None) -> tuple[Any, int] | None:
@@ -115,8 +157,7 @@ def _bound_schedule(config: dict[str, Any] | None) -> tuple[Any, int] | None:
     per = config.get("per", "step")
     upe = int(config.get("updates_per_epoch") or 0)
     epochs = int(config.get("epochs") or 0)
-    betas = config.get("betas")
-    beta2 = float(betas[1]) if betas else (0.99 if config.get("optimizer") == "lion" else 0.999)
+    beta2 = run_beta2(config)
     peak = num(config.get("lr_used")) or 1.0
     try:
         if per == "epoch":
@@ -159,6 +200,9 @@ def trace_rows(run: RunData) -> list[TraceRow]:
     peak = max(lrs) if lrs else None
     warm = warmup_length(run.config)
     best = run.best()
+    stop = divergence(run)
+    collapse_epoch = int(stop["epoch"]) + 1 if stop and divergence_cause(stop) == "collapse" \
+        and isinstance(stop.get("epoch"), int) else None
     rows: list[TraceRow] = []
     prev_lr: float | None = None
     prev_loss: float | None = None
@@ -180,9 +224,12 @@ def trace_rows(run: RunData) -> list[TraceRow]:
             phase = "decay"
         loss = num(r.get("train_loss"))
         row = TraceRow(i + 1, phase, lr, last, loss, num(r.get("train_acc")),
-                       num(r.get("test_loss")), num(r.get("test_acc")), num(r.get("val_loss")))
+                       num(r.get("test_loss")), num(r.get("test_acc")), num(r.get("val_loss")),
+                       num(r.get("val_acc")))
         if r.get("diverged"):
             row.marks.append("diverged")
+        elif collapse_epoch == i + 1:
+            row.marks.append("collapse")
         elif _spiked(prev_loss, loss):
             row.marks.append("loss spike")
         if best is not None and best[1] == i + 1:
@@ -232,16 +279,8 @@ def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
             notes.append(f"Loss spike at epoch {r.epoch}: train loss rose {rise:.0f}% "
                          f"({prev.train_loss:.4f} → {_f(r.train_loss)}) with LR "
                          f"{_f(r.lr_first, '.4g')}.")
-    summary = run.summary or {}
     if run.status == "diverged":
-        d = summary.get("diverged_at") or {}
-        if d:
-            epoch = int(d.get("epoch", 0)) + 1
-            notes.append(f"Diverged at update {d.get('update')} (epoch {epoch})"
-                         f" with LR {_f(num(d.get('lr')), '.4g')}: the loss reached "
-                         f"{_f(num(d.get('loss')), '.4g')} and the run stopped there.")
-        else:
-            notes.append("Diverged: the loss became non-finite and the run stopped.")
+        notes.append(_divergence_observation(divergence(run), rows))
     if run.status == "not-learning":
         why = next((e.get("message") for e in run.events if e.get("kind") == "not-learning"),
                    None)
@@ -258,6 +297,77 @@ def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
     if run.status == "failed" and run.error:
         notes.append(f"Failed: {run.error}")
     return notes
+
+
+def divergence(run: RunData) -> dict[str, Any] | None:
+    """What stopped a diverged run (``summary["diverged_at"]``, else its ``diverged`` event):
+    its cause (see :func:`divergence_cause`), 0-based ``epoch``, ``update`` (may be None),
+    ``lr``, ``loss`` and ``loss_before``."""
+    if run.status != "diverged":
+        return None
+    d = (run.summary or {}).get("diverged_at")
+    if isinstance(d, dict) and d:
+        return d
+    ev = next((e for e in reversed(run.events) if e.get("kind") == "diverged"), None)
+    if ev is None:
+        return None
+    return {k: v for k, v in ev.items() if k not in ("kind", "message", "time")}
+
+
+def divergence_cause(d: dict[str, Any] | None) -> str | None:
+    """``nonfinite``, ``explosion``, ``nonfinite-eval`` or ``collapse`` (None in records older
+    than the cause). The record names it ``cause`` (``kind`` in an early draft of it)."""
+    if not d:
+        return None
+    cause = d.get("cause", d.get("kind"))
+    return str(cause) if cause is not None else None
+
+
+def _where(d: dict[str, Any]) -> str:
+    """ "epoch E (update U, LR x)" with E 1-based; the update left out when unknown."""
+    epoch = d.get("epoch")
+    inner = [f"update {d['update']}"] if d.get("update") is not None else []
+    inner.append(f"LR {_f(num(d.get('lr')), '.4g')}")
+    head = f"epoch {int(epoch) + 1}" if isinstance(epoch, int) else "an unknown epoch"
+    return f"{head} ({', '.join(inner)})"
+
+
+def divergence_text(d: dict[str, Any] | None) -> str:
+    """A short description of a divergence for a summary note (no final period)."""
+    if not d:
+        return "diverged"
+    if divergence_cause(d) == "collapse":
+        return (f"collapsed after learning at {_where(d)}: train loss "
+                f"{_f(num(d.get('loss_before')), '.4g')} → {_f(num(d.get('loss')), '.4g')}")
+    return f"diverged at {_where(d)}: loss {_f(num(d.get('loss')), '.4g')}"
+
+
+def _divergence_observation(d: dict[str, Any] | None, rows: list[TraceRow]) -> str:
+    if not d:
+        return "Diverged: the loss became non-finite and the run stopped."
+    kind = divergence_cause(d)
+    loss, before = num(d.get("loss")), num(d.get("loss_before"))
+    if kind == "collapse":
+        epoch = d.get("epoch")
+        learned = [r for r in rows if r.train_loss is not None and isinstance(epoch, int)
+                   and math.isfinite(r.train_loss) and r.epoch <= epoch]
+        text = (f"Collapsed after learning at {_where(d)}: train loss {_f(before, '.4g')} → "
+                f"{_f(loss, '.4g')}, back at chance level or above")
+        if learned:
+            low = min(learned, key=lambda r: (r.train_loss, r.epoch))
+            text += (f"; it had learned (train loss down to {low.train_loss:.4g} at epoch "
+                     f"{low.epoch}), so this is a divergence, not a failure to learn")
+        return text + ". The run stopped there."
+    if kind == "nonfinite-eval":
+        metric = str(d.get("metric", "evaluation loss")).replace("_", " ")
+        return (f"Diverged at {_where(d)}: the {metric} became {_f(loss)} after the epoch's "
+                "last update, and the run stopped there.")
+    what = {"nonfinite": "the loss became non-finite",
+            "explosion": "the loss exploded"}.get(str(kind), "the loss")
+    text = f"Diverged at {_where(d)}: {what} ({_f(loss, '.4g')}"
+    if before is not None:
+        text += f"; previous epoch's train loss {_f(before, '.4g')}"
+    return text + ") and the run stopped there."
 
 
 def _overfitting(rows: list[TraceRow]) -> list[str]:

@@ -3,8 +3,11 @@
 - ``lr.png``: the LR of each label over training, overlaid. Exact from the run's schedule spec
   (per update) when its config is known and it has no metric-driven plateau; otherwise the
   recorded LR of each epoch (``lr_first``) as steps.
-- ``train_loss.png`` / ``test_acc.png``: per label, the mean over seeds at each epoch (a seed
-  counts at an epoch when it has a finite value there).
+- ``train_loss.png`` / ``test_acc.png`` / ``val_acc.png`` (the last when a run has a
+  validation split): per label, a line through the mean over seeds at each epoch and a shaded
+  band from the lowest to the highest seed there (min–max: with 3 seeds a standard deviation
+  says little, the extremes say what the seeds did). A seed counts at an epoch when it has a
+  finite value there, so a run that stopped early leaves the band after its last epoch.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lrlab.lab.observations import RunData, num
+from lrlab.lab.observations import RunData, num, run_beta2
 
-__all__ = ["lr_curve", "mean_curve", "plot_lr", "plot_metric"]
+__all__ = ["lr_curve", "mean_curve", "band_curve", "plot_lr", "plot_metric", "BAND"]
+
+#: what the shaded band of a metric plot shows (legends and captions say it)
+BAND = "min–max over seeds"
 
 
 def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
@@ -30,8 +36,7 @@ def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
         from lrlab.errors import LrlabError
         from lrlab.schedule_view import build_view
 
-        betas = cfg.get("betas")
-        beta2 = float(betas[1]) if betas else (0.99 if cfg.get("optimizer") == "lion" else 0.999)
+        beta2 = run_beta2(cfg)
         try:
             if cfg.get("per") == "epoch":
                 view = build_view([spec], lr=peak, epochs=epochs, per="epoch", beta2=beta2)
@@ -53,15 +58,25 @@ def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
     return xs, [p[1] for p in pts] + [pts[-1][1]]
 
 
-def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[int], list[float]]:
-    """(1-based epochs, mean over runs) of metric ``key``, finite values only."""
+def band_curve(runs: Sequence[RunData], key: str
+               ) -> tuple[list[int], list[float], list[float], list[float], list[int]]:
+    """(1-based epochs, mean, min, max, number of seeds) of metric ``key`` over ``runs`` at
+    each epoch, finite values only."""
     by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for i, v in enumerate(run.series(key)):
             if v is not None and math.isfinite(v):
                 by_epoch.setdefault(i + 1, []).append(v)
     xs = sorted(by_epoch)
-    return xs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs]
+    return (xs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs],
+            [min(by_epoch[e]) for e in xs], [max(by_epoch[e]) for e in xs],
+            [len(by_epoch[e]) for e in xs])
+
+
+def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[int], list[float]]:
+    """(1-based epochs, mean over runs) of metric ``key``, finite values only."""
+    xs, mean, _, _, _ = band_curve(runs, key)
+    return xs, mean
 
 
 def _figure(n_labels: int) -> tuple[Any, Any]:
@@ -115,17 +130,22 @@ def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
 
 def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: str,
                 path: Path, log: bool = False) -> Path:
-    """Mean over seeds of ``key`` per label, against the 1-based epoch (``log``: a log scale
-    when the values span more than a factor of 20, e.g. a loss that blew up)."""
+    """Per label, the mean over seeds of ``key`` (line) and its min–max over seeds (band),
+    against the 1-based epoch (``log``: a log scale when the values span more than a factor
+    of 20, e.g. a loss that blew up)."""
     fig, ax = _figure(len(groups))
     drawn = 0
     values: list[float] = []
+    banded = False
     for label, runs in groups.items():
-        xs, ys = mean_curve(runs, key)
-        values += ys
-        n = len(runs)
-        ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
-                label=f"{label}" + (f" ({n} seeds)" if n > 1 else ""))
+        xs, ys, lo, hi, counts = band_curve(runs, key)
+        values += lo + hi
+        n = max(counts, default=0)
+        (line,) = ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
+                          label=f"{label}" + (f" ({n} seeds)" if n > 1 else ""))
+        if n > 1:
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+            banded = True
         drawn += bool(xs)
     pos = [v for v in values if v > 0]
     if log and pos and max(pos) / min(pos) > 20:  # only when the range needs it
@@ -135,5 +155,6 @@ def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title + (f"\nline: mean over seeds; band: {BAND}" if banded else ""),
+                 fontsize=11)
     return _save(fig, ax, path, drawn)
