@@ -224,8 +224,16 @@ def test_raw_file_preferred_to_gz(isolated):
     np.testing.assert_array_equal(ds.y_train.numpy(), raw.y_train)
 
 
+def test_lrlab_data_pointing_at_nothing_is_refused(isolated, monkeypatch):
+    monkeypatch.setenv("LRLAB_DATA", str(isolated / "typo"))
+    with pytest.raises(LrlabError) as exc:
+        load_dataset("fashion-mnist")
+    assert "LRLAB_DATA" in one_line(exc) and "not a directory" in one_line(exc)
+
+
 def test_missing_data_says_where_it_looked(isolated, monkeypatch):
     env_root = isolated / "nowhere"
+    env_root.mkdir()
     monkeypatch.setenv("LRLAB_DATA", str(env_root))
     with pytest.raises(LrlabError) as exc:
         load_dataset("fashion-mnist")
@@ -462,3 +470,15 @@ def test_validation_split_is_fixed_disjoint_and_refused_where_it_cannot_apply(tm
         load_dataset("mnist", tmp_path, val_size=-1)
     with pytest.raises(LrlabError, match="course's own split"):
         load_dataset("classification", val_size=100)
+
+
+def test_idx_header_sizes_that_would_overflow_are_refused(tmp_path):
+    """2**22 x 2**21 x 2**21 images announce 2**64 bytes, which wraps to 0 in int64: a
+    header-only file would then pass the size check. It must be called truncated."""
+    path = tmp_path / "x-idx3-ubyte"
+    dims = (2**22, 2**21, 2**21)
+    header = (IMAGES_MAGIC).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    path.write_bytes(header)
+    with pytest.raises(LrlabError) as exc:
+        read_idx_images(path)
+    assert "truncated" in one_line(exc) and str(path) in one_line(exc)

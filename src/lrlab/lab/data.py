@@ -275,7 +275,11 @@ def search_roots(data_dir: str | Path | None = None) -> list[Path]:
     roots = []
     env = os.environ.get(DATA_ENV, "").strip()
     if env:
-        roots.append(Path(env).expanduser())
+        root = Path(env).expanduser()
+        if not root.is_dir():  # a typo here must not fall through to other data silently
+            raise LrlabError(f"${DATA_ENV} is set to {env!r}, which is not a directory; fix "
+                             f"it or unset it")
+        roots.append(root)
     roots += [Path.home() / ".cache" / "lrlab", SYSTEM_DATA_DIR, Path("data")]
     return roots
 

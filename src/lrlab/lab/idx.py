@@ -17,6 +17,7 @@ the file and what is wrong with it.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -62,7 +63,7 @@ def _parse_ubyte(path: Path, data: bytearray, magic: int, ndim: int, what: str) 
     if len(data) < header:
         raise LrlabError(f"{path} is truncated: {len(data)} bytes, its header needs {header}")
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: a crafted header cannot overflow
     shape = "x".join(str(d) for d in dims)
     if len(data) < expected:
         raise LrlabError(
