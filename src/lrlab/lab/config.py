@@ -339,9 +339,11 @@ def _device(value: Any) -> str:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9._+=-]+", value) \
-            or value in (".", ".."):
-        raise _Bad(f"use letters, digits and . _ + = - only (not . or ..), got {value!r}")
+    """One directory name inside ``out``: never a path (no separators, not . or ..)."""
+    if not isinstance(value, str) or not value.strip() or value in (".", "..") \
+            or any(c in value for c in "/\\\0") or value != value.strip():
+        raise _Bad(f"expected one directory name (no '/', not '.' or '..', no leading or "
+                   f"trailing spaces), got {value!r}")
     return value
 
 
@@ -418,15 +420,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 def config_of_run(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig stored in a run directory's ``config.json`` (for ``--resume DIR``)."""
-    run_dir = Path(run_dir)
+    given = Path(run_dir)
+    run_dir = given.resolve()  # "." (cd RUN && --resume .) has no name until resolved
     path = run_dir / "config.json"
-    if not path.exists():
-        raise LrlabError(f"{run_dir} is not a run directory (no config.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LrlabError(f"{path}: corrupt JSON ({exc})") from None
+    if not path.is_file():
+        raise LrlabError(f"{given} is not a run directory (no config.json)")
+    from lrlab.lab.records import read_json
+
+    data = read_json(path, dict)
     known = {k: v for k, v in data.items() if k in _FIELDS}
     known["out"] = str(run_dir.parent)
-    known["name"] = run_dir.name
+    known["name"] = run_dir.name  # the directory as it is named now, however it was renamed
     return config_from_dict(known, source=str(path))

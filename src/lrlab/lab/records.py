@@ -8,7 +8,12 @@
   final test accuracy, time, throughput (atomically replaced).
 - ``events.jsonl``: diagnostics as they happen (divergence, not learning, warnings).
 
-Readers are tolerant: a torn last line of a JSONL file (a run killed mid-write) is skipped.
+Readers skip a torn last line of a JSONL file (a run killed mid-write) and refuse, with one
+line naming the file, anything else that is not what lrlab writes: a JSON value of the wrong
+type, a metrics row without an integer epoch, epochs out of order.
+
+One writer per run: a process that trains a run holds ``RunLock`` on ``.lock`` in its
+directory; a second writer is refused, naming the holder's pid.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 
 from lrlab.errors import LrlabError
 
-__all__ = ["RunRecords", "read_jsonl", "write_json_atomic", "read_json"]
+__all__ = ["RunRecords", "RunLock", "read_jsonl", "write_json_atomic", "read_json",
+           "check_metrics", "RUN_FILES"]
 
 
 def _clean(obj: Any) -> Any:
@@ -46,31 +52,108 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, kind: type | None = None) -> Any:
+    """The JSON value of ``path``; with ``kind``, LrlabError unless it is of that type."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise LrlabError(f"missing file: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LrlabError(f"{path}: corrupt JSON ({exc})") from None
+    except OSError as exc:
+        raise LrlabError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if kind is not None and not isinstance(data, kind):
+        raise LrlabError(f"{path}: expected a JSON {'object' if kind is dict else kind.__name__}"
+                         f", found a {type(data).__name__}")
+    return data
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete JSON object of a JSONL file; a torn or corrupt line is skipped."""
+def read_jsonl(path: Path, *, strict: bool = False) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one per line.
+
+    A torn last line (a process killed while appending it) is skipped. Any other line that is
+    not a JSON object is skipped too, unless ``strict``: then it is an LrlabError naming the
+    file and the line.
+    """
     if not path.exists():
         return []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise LrlabError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = text.split("\n")
+    torn = len(lines) - 1  # index of the text after the last newline (empty when complete)
     rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            obj = None
         if isinstance(obj, dict):
             rows.append(obj)
+        elif strict and i != torn:
+            raise LrlabError(f"{path}: line {i + 1} is not a JSON object ({line[:60]!r})")
     return rows
+
+
+def check_metrics(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each epoch once, in order from 0, with an integer ``epoch``; else LrlabError."""
+    for i, row in enumerate(rows):
+        epoch = row.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise LrlabError(f"{path}: row {i + 1} has epoch {epoch!r}, expected a whole number")
+        if epoch != i:
+            raise LrlabError(f"{path}: row {i + 1} is epoch {epoch}, expected {i} (each epoch "
+                             "once, in order): was the run written by two processes?")
+    return rows
+
+
+LOCK_NAME = ".lock"
+#: Every name a run directory of ours may hold (temporary files start with '.').
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "events.jsonl",
+             "lr_finder.json", LOCK_NAME)
+
+
+class RunLock:
+    """The one-writer lock of a run directory: ``fcntl.flock`` on ``.lock`` inside it.
+
+    The kernel releases the lock when the holder exits, however it dies, so there are no
+    stale locks; the file holds the holder's pid, to name it. ``acquire(wait=s)`` retries for
+    up to ``s`` seconds (a comparison's worker waiting for a killed predecessor to finish its
+    checkpoint), then gives up with an LrlabError naming the holder.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        import fcntl
+        import time
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise LrlabError(f"{self.path.parent} is being trained by process {holder}; "
+                                     "wait for it to finish, or stop it first") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 class RunRecords:
@@ -83,22 +166,47 @@ class RunRecords:
         self.events_path = self.path / "events.jsonl"
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.summary_path = self.path / "summary.json"
+        self.lock = RunLock(self.path)
 
     def exists(self) -> bool:
         return self.config_path.exists()
+
+    def check_ours(self) -> None:
+        """LrlabError unless the directory is absent, empty, or an lrlab run (never write
+        into another tool's directory)."""
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise LrlabError(f"{self.path} exists and is not a directory")
+        if self.exists():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir()
+                         if p.name not in RUN_FILES and not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise LrlabError(f"{self.path} exists and is not an lrlab run (it holds {shown}); "
+                             "choose another --out or --name")
 
     def create(self, config: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
-        return read_json(self.config_path)
+        return read_json(self.config_path, dict)
 
     def append(self, path: Path, row: dict[str, Any]) -> None:
-        """Append one JSON line; flushed and fsynced so a kill loses at most this line."""
+        """Append one JSON line; flushed and fsynced so a kill loses at most this line.
+
+        When the file does not end with a newline (a line torn by a kill, or text appended by
+        something else) the row starts on a line of its own, never glued onto that text.
+        """
         line = json.dumps(_clean(row), separators=(",", ":")) + "\n"
-        with path.open("a") as fh:
-            fh.write(line)
+        with path.open("a+b") as fh:
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write(line.encode())
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -109,14 +217,20 @@ class RunRecords:
         self.append(self.events_path, {"kind": kind, "message": message, **data})
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.metrics_path)
+        """The epoch rows, validated (``check_metrics``); a torn last line is skipped."""
+        return check_metrics(self.metrics_path, read_jsonl(self.metrics_path, strict=True))
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.events_path)
 
     def truncate_metrics(self, epochs_done: int) -> None:
         """Keep the metrics of epochs < epochs_done (resume redoes the rest); atomic."""
-        rows = [r for r in self.metrics() if int(r.get("epoch", -1)) < epochs_done]
+        rows = self.metrics()
+        if len(rows) < epochs_done:
+            raise LrlabError(f"{self.metrics_path} holds {len(rows)} epochs but the checkpoint "
+                             f"is at epoch {epochs_done}: the run's records are incomplete "
+                             "(was metrics.jsonl deleted or cut?); start a new run")
+        rows = rows[:epochs_done]
         tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
         with tmp.open("w") as fh:
             for r in rows:
@@ -129,23 +243,25 @@ class RunRecords:
         write_json_atomic(self.summary_path, summary)
 
     def summary(self) -> dict[str, Any] | None:
+        """summary.json, or None when there is none yet; LrlabError when it is damaged."""
         if not self.summary_path.exists():
             return None
-        try:
-            return read_json(self.summary_path)
-        except LrlabError:
-            return None
+        return read_json(self.summary_path, dict)
 
     # -- checkpoints (torch imported lazily: records can be read without it) --------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         import torch
 
         tmp = self.path / ".checkpoint.pt.tmp"
-        with tmp.open("wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.checkpoint_path)
+        try:
+            with tmp.open("wb") as fh:
+                torch.save(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:  # a full disk, a second Ctrl-C: the old checkpoint stays whole
+            tmp.unlink(missing_ok=True)
+            raise
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint, loaded as data only (``torch.load(..., weights_only=True)``).

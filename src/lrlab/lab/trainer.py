@@ -197,18 +197,22 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
 
 
 class _StopFlag:
-    """Ctrl-C sets a flag checked between updates (a second Ctrl-C interrupts at once)."""
+    """Ctrl-C (SIGINT) or SIGTERM sets a flag checked between updates: the run checkpoints
+    where it is and stops; a second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.stop = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -217,8 +221,8 @@ class _StopFlag:
         self.stop = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _optimizer_hyper(config: TrainConfig) -> dict[str, Any]:
@@ -236,8 +240,10 @@ class _Trainer:
     """One run: set-up, the loop, records. ``train()`` is the public entry point."""
 
     def __init__(self, config: TrainConfig, resume: bool, progress: bool | None,
-                 dist: DistContext, echo: bool) -> None:
+                 dist: DistContext, echo: bool, lock_wait: float = 0.0) -> None:
         self.config = config
+        self.lock_wait = lock_wait
+        self.made_dir = False
         self.dist = dist
         self.records = RunRecords(config.run_dir())
         self.resume = resume
@@ -254,6 +260,11 @@ class _Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = select_device(cfg.device)
         self.amp = autocast_dtype(self.device, cfg.amp)
+        if self.dist.is_main:  # one writer per run directory; never another tool's
+            self.records.check_ours()
+            self.made_dir = not self.records.path.exists()
+            self.records.path.mkdir(parents=True, exist_ok=True)
+            self.records.lock.acquire(wait=self.lock_wait)
         existing = self.records.exists()
         self.checkpoint: dict[str, Any] | None = None
         if existing:
@@ -472,6 +483,36 @@ class _Trainer:
             self.records.event("environment-changed", "resumed in a different environment ("
                                + "; ".join(changed) + "): the numbers may differ in the last "
                                "bits from an uninterrupted run", changed=changed)
+
+    def settle(self, status: str, exc: BaseException | None = None) -> None:
+        """After an exception: leave records that say what happened (best effort).
+
+        The summary is recomputed from the epochs in metrics.jsonl; a directory this call made
+        and never wrote a record into is removed again.
+        """
+        if not self.dist.is_main:
+            return
+        records = self.records
+        try:
+            if not records.exists():
+                if self.made_dir:
+                    (records.path / ".lock").unlink(missing_ok=True)
+                    records.path.rmdir()
+                return
+            summary = records.summary() or {}
+            if summary.get("status") not in ("running", None):
+                return
+            rows = records.metrics()
+            elapsed = float(rows[-1].get("time", 0.0)) if rows else 0.0
+            if hasattr(self, "scheduler"):
+                summary = self._write_summary(status, rows, elapsed)
+            else:
+                summary["status"] = status
+            if exc is not None:
+                summary["error"] = " ".join(str(exc).split())[:300] or type(exc).__name__
+            records.write_summary(summary)
+        except (OSError, LrlabError):  # a full disk, damaged records: the error says enough
+            pass
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -816,28 +857,34 @@ class _Trainer:
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = None,
-          echo: bool = True) -> RunResult:
+          echo: bool = True, lock_wait: float = 0.0) -> RunResult:
     """Run (or with ``resume=True`` continue) one training run and write its records.
 
     Returns the run's path, status (ok / diverged / not-learning / interrupted) and summary.
     A finished run asked to resume is returned as it is, without training again, unless
     ``config.epochs`` grew (see ``lrlab train --resume DIR --epochs N``).
+
+    The run directory is locked while it trains: another process training it makes this
+    call fail at once (or after ``lock_wait`` seconds of waiting) with an LrlabError naming
+    it. A directory that holds files lrlab did not write is refused. If training fails after
+    it started, ``summary.json`` says ``failed`` with the error, not ``running``.
     """
     config.validate()
     dist, device_name = init_distributed(config.device)
     if dist.enabled:
         config.device = device_name
-    trainer = _Trainer(config, resume, progress, dist, echo)
+    trainer = _Trainer(config, resume, progress, dist, echo, lock_wait)
     try:
         done = trainer.prepare()
         if done is not None:
             return done
         return trainer.run()
     except KeyboardInterrupt:
-        if trainer.records.exists() and dist.is_main:
-            summary = trainer.records.summary() or {}
-            summary["status"] = "interrupted"
-            trainer.records.write_summary(summary)
+        trainer.settle("interrupted")
+        raise
+    except Exception as exc:
+        trainer.settle("failed", exc)
         raise
     finally:
+        trainer.records.lock.release()
         dist.close()
