@@ -250,9 +250,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(config, resume=bool(args.resume))
     s = result.summary
     acc = s.get("final_test_acc")
-    best = s.get("best_test_acc")
+    val = s.get("final_val_acc")
     line = f"{result.status}: "
-    line += f"final test acc {acc:.4f} (best {best:.4f})" if acc is not None else "no epoch done"
+    if acc is None:
+        line += "no epoch done"
+    else:  # final numbers only: a "best epoch" picked on the test set would flatter the run
+        line += (f"final val acc {val:.4f}, " if val is not None else "") + \
+            f"final test acc {acc:.4f}"
     if s.get("time_s") is not None:
         line += f", {s['time_s']:.1f}s"
     if s.get("examples_per_s"):
@@ -276,8 +280,21 @@ def _add_find_lr(sub: argparse._SubParsersAction) -> None:
         "grows from --start to --end over --steps mini-batches while the loss is recorded. "
         "Prints the suggested LRs with their reasons, writes a plot and prints the "
         "'lrlab train' line that uses the chosen LR. The model is built as 'lrlab train' "
-        "would build it; nothing is trained or recorded.")
+        "would build it; nothing is trained or recorded. When the dataset has a validation "
+        "split (--val-size, on by default) the suggestions are read on the validation loss of "
+        "2,048 of its examples, evaluated after every update; otherwise on the training loss. "
+        "Exit status: 0 with a suggested LR, 1 when nothing trained (no LR is suggested), "
+        "2 on an error.")
     add_train_flags(p)
+    refused = {"lr": "refused here: the range test finds the LR (give it to lrlab train)",
+               "compile": "refused here: the range test runs eagerly (compiling costs more "
+               "than its 100 updates take); give --compile to lrlab train",
+               "update_ratio": "refused here: the range test records no update ratios; give "
+               "--update-ratio to lrlab train",
+               "quiet": "print only the chosen LR (or why there is none) and the train line"}
+    for action in p._actions:
+        if action.dest in refused:
+            action.help = refused[action.dest]
     g = p.add_argument_group("range test")
     g.add_argument("--start", type=_finite_float, default=1e-7, help="first LR (default 1e-7)")
     g.add_argument("--end", type=_finite_float, default=10.0, help="last LR (default 10)")
@@ -285,8 +302,9 @@ def _add_find_lr(sub: argparse._SubParsersAction) -> None:
                    help="mini-batches in the ramp (default 100)")
     g.add_argument("--mode", choices=["exp", "linear"], default="exp",
                    help="geometric (default) or linear ramp")
-    g.add_argument("--choose", choices=["steepest", "valley", "largest-stable"],
-                   help="the suggestion to use (default: valley, else largest-stable)")
+    g.add_argument("--choose", choices=["steepest", "valley", "minimum/10"],
+                   help="the suggestion to use (default: valley, else minimum/10 = a tenth of "
+                   "the LR at the loss minimum)")
     g.add_argument("--plot", metavar="FILE.png",
                    help="plot path (default OUT/find-lr-DATASET-MODEL-OPTIMIZER.png)")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -298,26 +316,45 @@ def _cmd_find_lr(args: argparse.Namespace) -> int:
 
     from lrlab.lab.auto_lr import default_plot_path, run_find_lr
 
+    if "lr" in vars(args):
+        raise LrlabError("--lr: the range test finds the LR; drop --lr here and give it to "
+                         "lrlab train")
     config = config_from_args(args)
+    for name, flag in (("compile", "--compile"), ("update_ratio", "--update-ratio")):
+        if getattr(config, name):
+            raise LrlabError(f"{flag} (or '{name}' in --config) does not apply to the range "
+                             f"test, which runs eagerly and records no update ratios; give "
+                             f"{flag} to lrlab train")
     plot = args.plot or default_plot_path(config)
     result, command = run_find_lr(config, start=args.start, end=args.end, steps=args.steps,
                                   mode=args.mode, choose=args.choose, plot_path=plot)
+    status = 0 if command is not None else 1
     if args.json:
         data = result.to_dict()
         data["command"] = command
         print(json.dumps(data, indent=2, default=str))
-        return 0
+        return status
+    lines = result.summary_lines()
+    if config.quiet:
+        print(lines[-1])
+        if command is not None:
+            print(command.splitlines()[0])
+        return status
     s = result.settings
+    read_on = (f"validation loss of {s['val_examples']} examples" if s.get("val_examples")
+               else "training loss")
     print(f"LR range test: {config.optimizer} on {config.dataset} ({config.resolved_model()}), "
           f"{s['steps_run']} updates of {s['batch']} examples = "
-          f"{s['epochs_equivalent']:.2f} epochs, lr {args.start:g} -> {args.end:g} ({args.mode})")
-    for line in result.summary_lines():
+          f"{s['epochs_equivalent']:.2f} epochs, lr {args.start:g} -> {args.end:g} "
+          f"({args.mode}), read on the {read_on}")
+    for line in lines:
         print(line)
     print(f"plot: {s['plot']}")
-    print("train with:")
-    for line in command.splitlines():
-        print(f"  {line}")
-    return 0
+    if command is not None:
+        print("train with:")
+        for line in command.splitlines():
+            print(f"  {line}")
+    return status
 
 
 # -- lrlab compare / lrlab report -------------------------------------------------------------
@@ -348,6 +385,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", metavar="LABEL",
                    help="label of the run shown epoch by epoch in the report")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--force", action="store_true",
+                   help="replace the plan of another comparison already in --out (its runs "
+                   "stay on disk)")
     add_train_flags(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -392,13 +432,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         n_seeds = len(plan.runs) // max(labels, 1)
         print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × {n_seeds} "
               f"seed{'s' if n_seeds > 1 else ''}) in {plan.out}, {args.jobs} at a time")
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:  # `kill PID`: stop like Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         outcomes = run_comparison(plan, args.jobs, echo=not quiet,
-                                  nproc_per_run=args.nproc_per_run)
+                                  nproc_per_run=args.nproc_per_run, force=args.force)
     except KeyboardInterrupt:
         print(f"lrlab compare: interrupted; run the same command again to resume "
               f"({plan.out})", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     files = write_report(plan.out, trace=args.trace)
     for line in files.headline:
         print(line)

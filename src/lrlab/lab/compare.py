@@ -414,7 +414,8 @@ class _Worker:
             cmd = [sys.executable, "-c", "import sys; from lrlab.lab.compare import "
                    "worker_main; sys.exit(worker_main(sys.argv[1]))", str(self.job)]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=_die_with_parent(os.getpid()))
 
     def outcome(self) -> RunOutcome:
         self.log.close()
@@ -437,6 +438,30 @@ class _Worker:
                           seconds=seconds)
 
 
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the worker receive SIGTERM when this process dies, however
+    it dies (Linux ``prctl(PR_SET_PDEATHSIG)``); the worker's trainer treats SIGTERM like
+    Ctrl-C: it checkpoints and stops. None where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
+#: How long a worker waits for a run directory still locked by a predecessor (a worker of a
+#: killed comparison that is writing its last checkpoint) before it reports the run failed.
+LOCK_WAIT_S = 60.0
+
+
 def worker_main(job_path: str) -> int:
     """Entry point of a worker process: train one run and write its result as JSON."""
     job = json.loads(Path(job_path).read_text())
@@ -449,7 +474,7 @@ def worker_main(job_path: str) -> int:
         config = config_from_dict(job["config"], source="comparison")
         if config.threads:
             torch.set_num_threads(config.threads)
-        result = train(config, resume=True, progress=False, echo=False)
+        result = train(config, resume=True, progress=False, echo=False, lock_wait=LOCK_WAIT_S)
         payload = {"status": result.status, "summary": result.summary}
     except KeyboardInterrupt:
         payload = {"status": "interrupted", "summary": {}}
@@ -472,11 +497,75 @@ def _bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="run", dynamic_ncols=True, leave=False)
 
 
+#: What a comparison directory of ours holds, besides the figures (``*.png``).
+COMPARISON_FILES = (COMPARISON_FILE, "runs", "logs", "report.md", "report.html", "summary.csv")
+
+
+def read_comparison(directory: Path) -> dict[str, Any]:
+    """``comparison.json`` of ``directory``, checked: LrlabError naming what is wrong."""
+    path = directory / COMPARISON_FILE
+    meta = read_json(path, dict)
+    runs = meta.get("runs")
+    if not isinstance(runs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]
+            and isinstance(r.get("label"), str) for r in runs):
+        raise LrlabError(f"{path}: 'runs' must be a list of objects with a name and a label")
+    for r in runs:
+        if r["name"] in (".", "..") or "/" in r["name"] or "\\" in r["name"]:
+            raise LrlabError(f"{path}: run name {r['name']!r} is not a directory name")
+        seed = r.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise LrlabError(f"{path}: run {r['name']!r} has seed {seed!r}, expected an integer")
+    for key, kind in (("labels", list), ("notes", list), ("contrasts", list),
+                      ("failures", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise LrlabError(f"{path}: {key!r} must be a {'list' if kind is list else 'object'}"
+                             f", found a {type(meta[key]).__name__}")
+    for key in ("title", "source", "trace", "baseline"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise LrlabError(f"{path}: {key!r} must be a string")
+    return meta
+
+
+def check_comparison_dir(plan: ComparisonPlan, force: bool = False) -> None:
+    """Refuse an ``--out`` that holds files a comparison did not write, or another
+    comparison (a different set of runs) unless ``force``."""
+    out = plan.out
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise LrlabError(f"--out {out} exists and is not a directory")
+    meta_path = out / COMPARISON_FILE
+    if not meta_path.exists():
+        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
+            raise LrlabError(f"--out {out} holds files lrlab did not write ({shown}) and no "
+                             f"{COMPARISON_FILE}; choose an empty or new directory")
+        return
+    stored = read_comparison(out)
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")
+                     and p.name not in COMPARISON_FILES and p.suffix != ".png")
+    if foreign:
+        raise LrlabError(f"--out {out} holds files lrlab did not write ({', '.join(foreign[:4])})"
+                         "; move them away or choose another --out")
+    ours = [(r.name, r.label, r.seed) for r in plan.runs]
+    theirs = [(r["name"], r["label"], r.get("seed")) for r in stored["runs"]]
+    if sorted(ours) != sorted(theirs) and not force:
+        raise LrlabError(f"--out {out} holds another comparison ({stored.get('source') or '?'}, "
+                         f"{len(theirs)} runs; this one has {len(ours)}); use a new --out, or "
+                         "--force to replace its plan (its runs stay on disk under runs/)")
+
+
 def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None = None,
                    echo: bool = True, write: Callable[[str], None] | None = None,
-                   nproc_per_run: int = 1) -> list[RunOutcome]:
+                   nproc_per_run: int = 1, force: bool = False) -> list[RunOutcome]:
     """Run every run of ``plan`` not already finished, ``jobs`` at a time; write the plan and
     any failures to ``comparison.json``. Returns one outcome per run, in plan order.
+
+    ``force`` replaces the plan of another comparison already in ``plan.out`` (see
+    ``check_comparison_dir``). Workers die with this process (SIGTERM, which they treat as
+    Ctrl-C: checkpoint and stop).
 
     ``nproc_per_run > 1`` launches each run under torchrun with that many data-parallel
     ranks (gloo on the CPU, nccl on CUDA); threads per rank are the cores divided by
@@ -486,6 +575,7 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     """
     if jobs <= 0:
         raise LrlabError(f"--jobs must be a positive integer, got {jobs}")
+    check_comparison_dir(plan, force)
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
@@ -496,10 +586,7 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     meta_path = out / COMPARISON_FILE
     old_failures: dict[str, str] = {}
     if meta_path.exists():
-        try:
-            old_failures = dict(read_json(meta_path).get("failures") or {})
-        except LrlabError:
-            old_failures = {}
+        old_failures = dict(read_comparison(out).get("failures") or {})
     names = {r.name for r in plan.runs}
     failures = {k: v for k, v in old_failures.items() if k in names}
     meta = plan.to_dict()
