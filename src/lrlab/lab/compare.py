@@ -521,6 +521,9 @@ def read_comparison(directory: Path) -> dict[str, Any]:
         if meta.get(key) is not None and not isinstance(meta[key], kind):
             raise LrlabError(f"{path}: {key!r} must be a {'list' if kind is list else 'object'}"
                              f", found a {type(meta[key]).__name__}")
+    for entry in meta.get("labels") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("label"), str):
+            raise LrlabError(f"{path}: each of 'labels' must be an object with a label")
     for key in ("title", "source", "trace", "baseline"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
             raise LrlabError(f"{path}: {key!r} must be a string")

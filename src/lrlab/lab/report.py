@@ -58,7 +58,7 @@ from lrlab.lab.observations import (
     observations,
     trace_rows,
 )
-from lrlab.lab.records import RunRecords, read_json
+from lrlab.lab.records import RunRecords
 
 __all__ = ["LabelStats", "Report", "load_runs", "label_stats", "build_report", "write_report",
            "summary_csv", "STATUSES"]
@@ -71,11 +71,8 @@ def _read_run(path: Path, name: str, label: str, seed: int | None,
               error: str | None = None) -> RunData:
     run = RunData(name, label, seed, error=error)
     rec = RunRecords(path)
-    if rec.exists():
-        try:
-            run.config = rec.read_config()
-        except LrlabError:
-            run.config = None
+    if rec.exists():  # damaged records are one-line errors naming the file
+        run.config = rec.read_config()
         run.metrics = rec.metrics()
         run.summary = rec.summary()
         run.events = rec.events()
@@ -92,7 +89,9 @@ def load_runs(directory: str | Path) -> tuple[dict[str, Any], list[RunData]]:
         raise LrlabError(f"{d} is not a directory")
     meta_path = d / "comparison.json"
     if meta_path.exists():
-        meta = read_json(meta_path)
+        from lrlab.lab.compare import read_comparison
+
+        meta = read_comparison(d)
         failures = meta.get("failures") or {}
         runs = [_read_run(d / "runs" / r["name"], r["name"], r["label"], r.get("seed"),
                           failures.get(r["name"])) for r in meta.get("runs", [])]
