@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from lrlab.errors import LrlabError, SpecError
-from lrlab.scheduler import Scheduler
+from lrlab.scheduler import PlateauNotReportedWarning, ScheduleChangedWarning, Scheduler
 
 
 def _opt(lrs=(10.0,), cls=torch.optim.SGD, **kw):
@@ -150,8 +151,7 @@ def test_resume_from_state_dict_at_any_count_reproduces_the_sequence(count, spec
     _, s = _make(spec, count)
     state = pickle.loads(pickle.dumps(s.state_dict()))  # plain data, no lambdas
     opt2 = _opt((0.2, 0.05))
-    s2 = Scheduler(opt2, "constant()")  # the state carries the spec
-    s2.load_state_dict(state)
+    s2 = Scheduler.from_state_dict(opt2, state)  # the state carries the spec and lengths
     assert str(s2.schedule) == str(s.schedule)
     assert _run(s2, 300 - count) == reference[count:]
 
@@ -181,3 +181,325 @@ def test_errors_are_value_errors_with_one_line():
         Scheduler(_opt(), "constant()", total_steps=0)
     with pytest.raises(ValueError):
         Scheduler(_opt(), "cosin()", total_steps=10)
+
+
+# -- issue 10 / 11: units, inputs honoured or refused, resume, pickling, compile ---------------
+
+
+def _adamw(beta2=0.99, lr=1.0):
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr, betas=(0.9, beta2))
+
+
+def test_warmup_auto_per_epoch_counts_updates_not_epochs():
+    """2/(1-b2) = 200 *updates* of warmup; 30 updates per epoch -> ceil(200/30) = 7 epochs."""
+    T = math.ceil(math.ceil(2 / (1 - 0.99)) / 30)
+    s = Scheduler(_adamw(), "warmup(auto)", per="epoch", epochs=300, steps_per_epoch=30)
+    lrs = _run(s, 10)
+    assert lrs == pytest.approx([min((e + 1) / T, 1.0) for e in range(10)])
+    with pytest.raises(LrlabError, match="steps_per_epoch") as e:  # not read as 200 epochs
+        Scheduler(_adamw(), "warmup(auto)", per="epoch", epochs=300)
+    assert "\n" not in str(e.value)
+
+
+def test_epochs_with_per_step_is_honoured_and_lengths_must_agree():
+    s = Scheduler(_opt((1.0,)), "cosine()", epochs=2, steps_per_epoch=5)  # 10 updates
+    assert _run(s, 11) == pytest.approx([_cos(u, 10) for u in range(10)] + [0.0])
+    s = Scheduler(_opt((1.0,)), "cosine()", per="epoch", total_steps=95, steps_per_epoch=10)
+    assert _run(s, 10) == pytest.approx([_cos(e, 10) for e in range(10)])  # ceil(95/10) epochs
+    for kw in (dict(epochs=5),  # per="step": updates unknown
+               dict(per="epoch", total_steps=50),  # epochs unknown
+               dict(total_steps=50, epochs=5),  # cannot be checked
+               dict(total_steps=30, epochs=5, steps_per_epoch=4),  # 8 epochs, not 5
+               dict(epochs=True, steps_per_epoch=4)):
+        with pytest.raises(LrlabError):
+            Scheduler(_opt(), "cosine()", **kw)
+    # both given and agreeing (the lab trainer's call): a partial last epoch is allowed
+    s = Scheduler(_opt((1.0,)), "cosine()", total_steps=95, epochs=10, steps_per_epoch=10)
+    assert s.lr_at(50)[0] == pytest.approx(_cos(50, 95))
+
+
+def test_step_with_a_float_is_a_metric_with_a_plateau_and_refused_without():
+    s = Scheduler(_opt((1.0,)), "cosine()", total_steps=10)
+    _run(s, 3)
+    for bad in (0.35, torch.tensor(0.35), 3.0, "1", -1):
+        with pytest.raises(LrlabError):
+            s.step(bad)
+    assert s.count == 3 and s.optimizer.param_groups[0]["lr"] == pytest.approx(_cos(3, 10))
+    s.step(5)  # torch's (deprecated) epoch index is still honoured
+    assert s.optimizer.param_groups[0]["lr"] == pytest.approx(_cos(5, 10))
+
+    # with a plateau: step(metric) reports, then advances one epoch (Lightning's
+    # reduce_on_plateau path); factors from torch's ReduceLROnPlateau run on the same metrics
+    metrics = [1.0, 0.9, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85]
+    ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, factor=0.5, patience=1, eps=0.0)
+    factors = [1.0]
+    for m in metrics:
+        ref.step(m)
+        factors.append(ref_opt.param_groups[0]["lr"])
+    s = Scheduler(_opt((2.0,)), "warmup(2) >> constant() * plateau(factor=0.5, patience=1)",
+                  per="epoch", epochs=9)
+    seen = [s.optimizer.param_groups[0]["lr"]]
+    for m in metrics:
+        s.optimizer.step()
+        s.step(torch.tensor(m))
+        seen.append(s.optimizer.param_groups[0]["lr"])
+    assert s.count == len(metrics)
+    assert seen == pytest.approx([2.0 * min((e + 1) / 2, 1.0) * factors[e] for e in range(9)])
+    assert min(factors) < 1.0  # the plateau did act
+
+
+def _trained(spec, total, n, **kw):
+    s = Scheduler(_opt((1.0,)), spec, total_steps=total, **kw)
+    _run(s, n)
+    return s
+
+
+def test_load_state_dict_keeps_the_constructor_settings_and_says_so():
+    """An HF run extended from 48 to 96 updates: updates 48-95 follow the 96-update curve."""
+    old = _trained("warmup(4) >> cosine()", 48, 48)
+    new = Scheduler(_opt((1.0,)), "warmup(4) >> cosine()", total_steps=96)
+    with pytest.warns(ScheduleChangedWarning, match="total_steps 48 -> 96"):
+        new.load_state_dict(old.state_dict())
+    assert new.count == 48
+    assert _run(new, 48) == pytest.approx([_cos(t - 4, 92) for t in range(48, 96)])
+    # the same settings: silent, and the sequence goes on
+    again = Scheduler(_opt((1.0,)), "warmup(4) >> cosine()", total_steps=48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again.load_state_dict(_trained("warmup(4) >> cosine()", 48, 20).state_dict())
+    assert _run(again, 3) == pytest.approx([_cos(t - 4, 44) for t in (20, 21, 22)])
+    # a new spec keeps the plateau's running state when it still has one
+    p = _trained("cosine() * plateau(factor=0.5, patience=0)", 20, 5)
+    p.report(1.0)
+    p.report(2.0)  # halves
+    q = Scheduler(_opt((1.0,)), "linear() * plateau(factor=0.5, patience=0)", total_steps=20)
+    with pytest.warns(ScheduleChangedWarning, match="spec"):
+        q.load_state_dict(p.state_dict())
+    assert q.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 - 5 / 20))
+    # counting epochs vs updates cannot be reconciled
+    e = Scheduler(_opt((1.0,)), "cosine()", per="epoch", epochs=20)
+    with pytest.raises(LrlabError, match="per="):
+        e.load_state_dict(_trained("cosine()", 20, 3).state_dict())
+
+
+def _bad_states():
+    good = _trained("warmup(2) >> cosine() * plateau(patience=1)", 50, 7).state_dict()
+
+    def edit(**kw):
+        return {**good, **kw}
+
+    missing = dict(good)
+    del missing["last_epoch"]
+    return [
+        ["not a dict"], missing, edit(spec="cosin()"), edit(spec=42), edit(per="week"),
+        edit(total_steps=-1), edit(total_steps=True), edit(steps_per_epoch=2.5),
+        edit(total_steps=50, epochs=3, steps_per_epoch=10), edit(beta2=1.5),
+        edit(last_epoch="3"), edit(last_epoch=-2), edit(_step_count=-1),
+        edit(base_lrs=[1.0, 2.0]), edit(base_lrs=[math.nan]), edit(base_lrs="1"),
+        edit(plateau={"plateau": "plateau(patience=3)"}), edit(plateau="x"),
+        edit(plateau={**good["plateau"], "factor": "big"}),
+        edit(plateau={**good["plateau"], "num_bad": -4}),
+        edit(spec="cosine()"),  # a plateau state for a spec without plateau(...)
+    ]
+
+
+@pytest.mark.parametrize("bad", _bad_states())
+def test_a_bad_state_is_refused_and_changes_nothing(bad):
+    s = _trained("warmup(3) >> linear() * plateau(factor=0.5, patience=0)", 40, 6)
+    s.report(1.0)
+    s.report(2.0)
+    before = (s.state_dict(), s.optimizer.param_groups[0]["lr"],
+              s.optimizer.param_groups[0].get("initial_lr"), str(s.schedule), s.get_last_lr())
+    with pytest.raises(LrlabError) as e:
+        s.load_state_dict(bad)
+    assert "\n" not in str(e.value)
+    after = (s.state_dict(), s.optimizer.param_groups[0]["lr"],
+             s.optimizer.param_groups[0].get("initial_lr"), str(s.schedule), s.get_last_lr())
+    assert after == before
+    assert _run(s, 2) == pytest.approx([0.5 * (1 - u / 37) for u in (3, 4)])
+
+
+def test_a_multi_phase_scheduler_pickles_and_goes_on_identically():
+    import io
+
+    s = _trained("warmup(5) >> cosine(end=0.1) * plateau(factor=0.5, patience=0)", 40, 7)
+    s.report(1.0)
+    s.report(2.0)
+    copies = [pickle.loads(pickle.dumps(s))]
+    buf = io.BytesIO()
+    torch.save(s, buf)
+    buf.seek(0)
+    copies.append(torch.load(buf, weights_only=False))  # the whole object: a trusted buffer
+    want = _run(s, 30)
+    for c in copies:
+        assert c.count == 7 and c.plateau_state.factor == 0.5
+        assert _run(c, 30) == pytest.approx(want, abs=0)
+
+
+def test_get_last_lr_is_typed_like_torchs_for_tensor_lrs():
+    def make():
+        return torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=torch.tensor(0.4))
+
+    ref_opt, our_opt = make(), make()
+    ref = LambdaLR(ref_opt, lambda t: (t + 1) / 4 if t < 4 else 1.0)
+    ours = Scheduler(our_opt, "warmup(4)", total_steps=8)
+    for _ in range(6):
+        a, b = ref.get_last_lr(), ours.get_last_lr()
+        assert [type(x) for x in b] == [type(x) for x in a] == [torch.Tensor]
+        assert b[0].item() == pytest.approx(a[0].item())
+        assert b[0] is not our_opt.param_groups[0]["lr"]  # a copy, as torch's
+        ref_opt.step(); ref.step(); our_opt.step(); ours.step()  # noqa: E702
+    ours.get_last_lr()[0].fill_(123.0)  # does not touch the optimizer
+    assert our_opt.param_groups[0]["lr"].item() == pytest.approx(0.4)
+    assert [type(x) for x in Scheduler(_opt(), "constant()").get_last_lr()] == [float]
+
+
+def test_last_epoch_is_refused_with_a_pointer_to_load_state_dict():
+    with pytest.raises(LrlabError, match="load_state_dict"):
+        Scheduler(_opt(), "cosine()", total_steps=10, last_epoch=3)
+
+
+def _first_overflow(gamma: float) -> int:
+    t = 0
+    while True:
+        try:
+            if math.isinf(gamma**t):
+                return t
+        except OverflowError:
+            return t
+        t += 1
+
+
+@pytest.mark.parametrize("spec,total,gamma", [
+    ("exp(1.5)", 5000, 1.5), ("exp(1e10)", None, 1e10), ("warmup(10) >> exp(1.01)", None, 1.01),
+])
+def test_a_schedule_that_reaches_inf_is_refused_at_bind_time(spec, total, gamma):
+    offset = 10 if spec.startswith("warmup") else 0
+    with pytest.raises(LrlabError, match="inf") as e:
+        Scheduler(_opt((1.0,)), spec, total_steps=total)
+    assert f" {offset + _first_overflow(gamma)} " in str(e.value) and "\n" not in str(e.value)
+    Scheduler(_opt((1.0,)), "exp(1.5)", total_steps=1000)  # 1.5**1000 ~ 1e176: fine
+
+
+def test_an_inf_lr_the_bind_check_cannot_see_is_refused_by_step():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from lrlab.schedules import Phase
+
+    @dataclass(frozen=True, kw_only=True, repr=False)
+    class Spike(Phase):  # finite at both ends, inf inside: not monotone
+        name: ClassVar[str] = "spike"
+        needs_length: ClassVar[bool] = False
+
+        def _value(self, u: int) -> float:
+            return math.inf if u == 5 else 1.0
+
+    s = Scheduler(_opt((1.0,)), Spike(), total_steps=10)
+    _run(s, 4)
+    with pytest.raises(LrlabError, match="finite"):
+        s.step()
+    assert math.isfinite(s.optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", [None, 42, b"cosine()", 1.5, ["cosine()"]])
+def test_python_api_refuses_what_is_not_a_schedule(schedule):
+    with pytest.raises(LrlabError, match="spec string") as e:
+        Scheduler(_opt(), schedule)
+    assert "\n" not in str(e.value)
+
+
+def test_python_api_refuses_bad_optimizers_and_metrics():
+    opt = _opt()
+    opt.param_groups.clear()
+    with pytest.raises(LrlabError, match="no param groups"):
+        Scheduler(opt, "constant()")
+    with pytest.raises(LrlabError, match="Optimizer"):
+        Scheduler("sgd", "constant()")  # type: ignore[arg-type]
+    s = Scheduler(_opt((1.0,)), "constant() * plateau(patience=0)")
+    for bad in ("abc", "1.5", math.nan, math.inf, True, None, torch.tensor([1.0, 2.0])):
+        with pytest.raises(LrlabError) as e:
+            s.report(bad)
+        assert "\n" not in str(e.value)
+    assert s.plateau_state.reports == 0 and s.plateau_state.factor == 1.0
+    s.report(torch.tensor(0.5))
+    s.report(1)
+    assert s.plateau_state.reports == 2
+
+
+def _steps_until_warning(s: Scheduler, n: int) -> list[int]:
+    """Indices (count after the step) of the steps that warned PlateauNotReportedWarning."""
+    warned = []
+    for _ in range(n):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s.optimizer.step()
+            s.step()
+        if any(issubclass(w.category, PlateauNotReportedWarning) for w in caught):
+            warned.append(s.count)
+    return warned
+
+
+def test_a_plateau_never_reported_is_warned_about_once_after_a_whole_epoch():
+    spec = "constant() * plateau(patience=2)"
+    # steps_per_epoch known: the first step after a whole epoch (10 updates) without a report
+    assert _steps_until_warning(Scheduler(_opt(), spec, total_steps=100,
+                                          steps_per_epoch=10), 40) == [11]
+    # per="epoch": the step after the first whole epoch
+    assert _steps_until_warning(Scheduler(_opt(), spec, per="epoch", epochs=9), 5) == [2]
+    # epoch length unknown: half of training
+    assert _steps_until_warning(Scheduler(_opt(), spec, total_steps=100), 100) == [51]
+    # nothing known: no warning
+    assert _steps_until_warning(Scheduler(_opt(), spec), 100) == []
+    # one report is enough
+    s = Scheduler(_opt(), spec, total_steps=100, steps_per_epoch=10)
+    _steps_until_warning(s, 10)
+    s.report(1.0)
+    assert _steps_until_warning(s, 50) == []
+
+
+def test_torch_compile_does_not_recompile_on_lr_changes():
+    """PyTorch's "compiling the optimizer and LR scheduler" pattern, beside SequentialLR."""
+    pytest.importorskip("torch._dynamo")
+    from torch._dynamo.backends.registry import lookup_backend
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    def run(kind: str, n: int = 30) -> tuple[list[int], list[float]]:
+        torch._dynamo.reset()
+        compiled_at: list[int] = []
+        step = 0
+
+        def counting(gm, inputs):  # aot_eager sees every (re)compile, quickly, on CPU
+            compiled_at.append(step)
+            return lookup_backend("aot_eager")(gm, inputs)
+
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(0.01))
+        if kind == "lrlab":
+            sched = Scheduler(opt, "warmup(5) >> cosine()", total_steps=n)
+        else:
+            sched = SequentialLR(opt, [LinearLR(opt, 0.2, 1.0, total_iters=4),
+                                       CosineAnnealingLR(opt, T_max=n - 5)], milestones=[5])
+
+        @torch.compile(backend=counting)
+        def fn():
+            opt.step()
+            sched.step()
+
+        x = torch.randn(8, 4)
+        lrs = []
+        for step in range(n):  # noqa: B007 -- read by counting()
+            model(x).sum().backward()
+            lrs.append(float(opt.param_groups[0]["lr"]))
+            fn()
+        return compiled_at, lrs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_compiles, torch_lrs = run("SequentialLR")
+        our_compiles, our_lrs = run("lrlab")
+    assert our_lrs == pytest.approx(torch_lrs, rel=1e-6)
+    assert [t for t in torch_compiles if t > 0] == []
+    assert [t for t in our_compiles if t > 0] == []  # after warm-up (the first call)

@@ -24,6 +24,7 @@ The plateau is not part of ``s(t)``: it is a separate, metric-driven factor (see
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 from bisect import bisect_right
 from collections.abc import Callable
@@ -86,7 +87,11 @@ class Schedule:
 
     def evaluator(self) -> Callable[[int], float]:
         """A fast ``t -> multiplier`` for hot loops: same values as ``self(t)``, but ``t``
-        (an int >= 0) is not checked. Resolves like ``__call__`` does."""
+        (an int >= 0) is not checked. Resolves like ``__call__`` does.
+
+        It is a closure (the fastest call in CPython), so it cannot be pickled: pickle the
+        schedule and call ``evaluator()`` again after loading (the torch adapter does).
+        """
         plan = self._plan
         starts = tuple(plan.starts)
         fns = tuple(p._value for p in plan.phases)
@@ -113,6 +118,41 @@ class Schedule:
             out.extend(plan.phases[i]._values(t - plan.starts[i], k))
             t += k
         return out
+
+    def first_nonfinite(self, horizon: int | None = None, scale: float = 1.0) -> int | None:
+        """The first ``t`` in ``[0, horizon]`` where ``scale * self(t)`` is inf or NaN, else None.
+
+        ``horizon`` is the last index that matters (the end of training: the LR a scheduler
+        sets after the last update is included); None means every ``t >= 0``, so a multiplier
+        that grows without end (``exp(1.5)`` with no length) is found where it overflows.
+        ``scale`` is the peak LR, so ``1e308 * 10`` counts as inf. Each phase is checked at its
+        first and last index inside the range, and the first bad index is found by bisection:
+        exact for phases monotone in their local time (all but ``restarts(decay>1)``, whose
+        cycle peaks inside the phase are not looked at). Costs O(phases * 64) evaluations.
+        """
+        h = _check_index(horizon, "horizon") if horizon is not None else None
+        plan = self._plan
+        starts, phases = plan.starts, plan.phases
+        for i, p in enumerate(phases):
+            start = starts[i]
+            if h is not None and start > h:
+                break
+            last = starts[i + 1] - 1 - start if i + 1 < len(phases) else _FAR
+            if h is not None:
+                last = min(last, h - start)
+            if not _finite_at(p, 0, scale):
+                return start
+            if _finite_at(p, last, scale):
+                continue
+            good, bad = 0, last  # finite at good, not at bad: bisect
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                if _finite_at(p, mid, scale):
+                    good = mid
+                else:
+                    bad = mid
+            return start + bad
+        return None
 
     def boundaries(self) -> list[int]:
         """Update indices where each phase after the first starts."""
@@ -192,6 +232,17 @@ def _make(phases: tuple[Any, ...], plateau: Plateau | None) -> Schedule:
     if len(phases) == 1 and plateau is None:
         return phases[0]
     return Chain(phases, plateau)
+
+
+#: Where an open-ended last phase is probed for growth without end (a later t is never reached).
+_FAR = 2**62
+
+
+def _finite_at(phase: Any, u: int, scale: float) -> bool:
+    try:
+        return math.isfinite(scale * phase._value(u))
+    except OverflowError:
+        return False
 
 
 def _check_index(t: Any, what: str) -> int:

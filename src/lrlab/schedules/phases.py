@@ -6,7 +6,8 @@
 ``warmup(T, start=s)``          ``s + (1-s) u/T`` (HF / D2L convention for s=0)
 ``warmup(T, shape=exp)``        ``r((u+1)/T)``, or ``s + (1-s) r(u/T)`` with ``start=s``,
                                 where ``r(x) = (1 - e^(-k x)) / (1 - e^(-k))``, k = 5
-``warmup(auto)``                T = ceil(2/(1-beta2)) (Ma & Yarats 2021)
+``warmup(auto)``                T = ceil(2/(1-beta2)) updates (Ma & Yarats 2021); when t
+                                counts epochs, ceil(T / updates per epoch) epochs
 ``linear(end=0)``               ``1 + (end-1) u/T``
 ``cosine(end=0)``               ``end + (1-end)(1 + cos(pi u/T))/2``
 ``poly(power=1, end=0)``        ``end + (1-end)(1 - u/T)^power``
@@ -87,7 +88,14 @@ class Warmup(Phase):
         if self.steps == "auto":
             if ctx.beta2 is None:
                 raise SpecError("warmup(auto) needs beta2 (the optimizer's second-moment decay)")
-            return untuned_warmup_steps(ctx.beta2)
+            updates = untuned_warmup_steps(ctx.beta2)
+            per = ctx.updates_per_step
+            if per is None:
+                raise SpecError(
+                    f"warmup(auto) lasts {updates} optimizer updates (2/(1-beta2)) but time is "
+                    "counted in epochs here: it needs steps_per_epoch (updates per epoch)"
+                )
+            return -(-updates // per)  # ceil: at least 2/(1-beta2) updates of warmup
         return self.steps.to_steps(ctx)
 
     def _resolve_args(self, ctx: Context, T: int | None) -> dict[str, Any]:

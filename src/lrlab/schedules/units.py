@@ -151,15 +151,22 @@ class Context:
         beta2: the optimizer's second-moment decay (``warmup(auto)``).
         peak_lr: one param group's peak LR (``end_lr=``, ``start_lr=``, ``floor_lr=``);
             0 is allowed (a frozen group): its absolute LRs then become multiplier 0.
+        updates_per_step: optimizer updates per unit of ``t``. 1 (the default) when ``t``
+            counts updates; the updates per epoch when ``t`` counts epochs (the torch
+            adapter's ``per="epoch"``, which then also sets ``steps_per_epoch=1``); None when
+            ``t`` counts epochs of unknown length. Only ``warmup(auto)`` reads it: its length
+            is defined in updates (2/(1-beta2)) and becomes ``ceil(updates / updates_per_step)``
+            units of ``t``; with None it is refused, never read as that many epochs.
     """
 
     total_steps: int | None = None
     steps_per_epoch: int | None = None
     beta2: float | None = None
     peak_lr: float | None = None
+    updates_per_step: int | None = 1
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "steps_per_epoch"):
+        for name in ("total_steps", "steps_per_epoch", "updates_per_step"):
             v = getattr(self, name)
             if v is None:
                 continue
