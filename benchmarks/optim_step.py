@@ -6,6 +6,7 @@ repeat so that load from other processes hits them alike; the table shows the me
 
     .venv/bin/python benchmarks/optim_step.py                 # full size
     .venv/bin/python benchmarks/optim_step.py --numel 2e6 --repeats 5   # quick
+    .venv/bin/python benchmarks/optim_step.py --numel 5e5 --tensors 4 --layout channels-last
 """
 
 from __future__ import annotations
@@ -20,14 +21,33 @@ import torch
 
 from lrlab.optim import Lion
 
+LAYOUTS = ("flat", "channels-last", "transposed")
 
-def _make_params(numel: int, tensors: int, seed: int) -> list[torch.nn.Parameter]:
+
+def _shape(size: int, layout: str) -> tuple[int, ...]:
+    if layout == "channels-last":  # a 3x3 conv weight (out, 64, 3, 3)
+        return (max(1, size // (64 * 9)), 64, 3, 3)
+    if layout == "transposed":  # a (512, n) weight seen as its transpose
+        return (512, max(1, size // 512))
+    return (size,)
+
+
+def _laid_out(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "channels-last":
+        return x.to(memory_format=torch.channels_last)
+    if layout == "transposed":
+        return x.t()
+    return x
+
+
+def _make_params(numel: int, tensors: int, seed: int,
+                 layout: str = "flat") -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
-    size = max(1, numel // tensors)
+    shape = _shape(max(1, numel // tensors), layout)
     params = []
     for _ in range(tensors):
-        p = torch.nn.Parameter(torch.randn(size, generator=gen))
-        p.grad = torch.randn(size, generator=gen)
+        p = torch.nn.Parameter(_laid_out(torch.randn(shape, generator=gen), layout))
+        p.grad = _laid_out(torch.randn(shape, generator=gen), layout)
         params.append(p)
     return params
 
@@ -64,13 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer")
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--layout", choices=LAYOUTS, default="flat",
+                    help="parameter layout: 1-D tensors, channels-last 3x3 conv weights, or "
+                         "transposed matrices (the last two are not contiguous)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     rows = []
     for name, factory in _candidates(1e-3, 1e-4, args.weight_decay):
-        params = _make_params(int(args.numel), args.tensors, seed=0)
+        params = _make_params(int(args.numel), args.tensors, seed=0, layout=args.layout)
         opt = factory(params)
         t0 = time.perf_counter()
         opt.step()
@@ -91,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     med = {row[0]: statistics.median(row[3]) * 1e3 for row in rows}
     ref_adamw = med["torch AdamW fused"]
     ref_lp = med.get("lion-pytorch")
-    n = int(args.numel) // args.tensors * args.tensors
-    print(f"\none step() on {n / 1e6:.1f}M params in {args.tensors} tensors, "
+    n = sum(p.numel() for p in rows[0][2])
+    print(f"\none step() on {n / 1e6:.1f}M params in {args.tensors} {args.layout} tensors, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} (after {args.warmup} warm-up)")
     head = f"{'optimizer':<22}{'ms/step':>10}{'vs fused AdamW':>16}{'vs lion-pytorch':>17}"

@@ -4,16 +4,32 @@ One update rule, three execution paths:
 
 - ``single``: a plain loop over tensors with in-place torch ops (the readable reference);
 - ``foreach``: ``torch._foreach_*`` multi-tensor ops; on CPU the tensors are cut into
-  cache-sized blocks so that the intermediate passes of one block stay in cache;
+  cache-sized blocks so that the intermediate passes of one block stay in cache. A tensor
+  larger than a block is cut along its storage order when the parameter, its gradient and
+  its momentum share one dense layout (contiguous, channels-last, transposed, any permuted
+  ``as_strided``): the update is elementwise, so flat slices of the same storage positions
+  line up. Anything else (a strided slice, a gradient laid out unlike its parameter) is
+  updated whole, with its own temporary buffer;
 - ``fused``: ``torch.compile`` of the whole step, which fuses it into one pass over memory
   (C++/OpenMP on CPU, Triton on CUDA).
 
 ``impl="auto"`` picks ``fused`` when the step is large enough to repay the one-off compile
 and falls back to ``foreach`` (with one warning) when compilation is unavailable or fails.
+
+Non-finite gradients: ``torch.sign(nan)`` is 0, so a Lion written with ``torch.sign`` freezes
+a coordinate whose gradient was NaN once, silently: its momentum stays NaN and every later
+update is 0, while the loss may stay finite. Here, on every path, a coordinate whose gradient
+is NaN or ±inf gets a NaN update, so its weight becomes NaN, the next loss is NaN and the
+trainer's divergence check stops the run (with the step and LR), as it does for torch's SGD
+and Adam, whose updates carry the NaN by themselves. No step is skipped and nothing waits on
+the host. (Under AMP, ``torch.amp.GradScaler`` skips steps with inf/NaN gradients before the
+optimizer sees them.)
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -34,6 +50,13 @@ AUTO_FUSED_MIN_NUMEL = 1 << 20
 CPU_BLOCK_NUMEL = 1 << 19
 
 
+def _real(name: str, value: Any) -> float:
+    """A Python number (not a bool or a string) as a float, else LrlabError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise LrlabError(f"Lion {name} must be a number, got {value!r}")
+    return float(value)
+
+
 def _check_hyper(lr: Any, betas: Any, weight_decay: Any) -> None:
     """Raise LrlabError for hyperparameters Lion cannot use."""
     if isinstance(lr, Tensor):
@@ -42,25 +65,16 @@ def _check_hyper(lr: Any, betas: Any, weight_decay: Any) -> None:
                              f"{tuple(lr.shape)}")
         lr_value = float(lr.detach().reshape(()).item()) if lr.device.type == "cpu" else 0.0
     else:
-        try:
-            lr_value = float(lr)
-        except (TypeError, ValueError):
-            raise LrlabError(f"Lion lr must be a number, got {lr!r}") from None
-    if not lr_value >= 0.0:
-        raise LrlabError(f"Lion lr must be >= 0, got {lr_value}")
-    try:
-        b1, b2 = (float(b) for b in betas)
-    except (TypeError, ValueError):
-        raise LrlabError(f"Lion betas must be a pair of numbers, got {betas!r}") from None
-    for i, b in enumerate((b1, b2)):
-        if not 0.0 <= b < 1.0:
+        lr_value = _real("lr", lr)
+    if not 0.0 <= lr_value < math.inf:
+        raise LrlabError(f"Lion lr must be finite and >= 0, got {lr_value}")
+    if isinstance(betas, str) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise LrlabError(f"Lion betas must be a pair of numbers, got {betas!r}")
+    for i, b in enumerate(betas):
+        if not 0.0 <= _real(f"betas[{i}]", b) < 1.0:
             raise LrlabError(f"Lion betas[{i}] must be in [0, 1), got {b}")
-    try:
-        wd = float(weight_decay)
-    except (TypeError, ValueError):
-        raise LrlabError(f"Lion weight_decay must be a number, got {weight_decay!r}") from None
-    if not wd >= 0.0:
-        raise LrlabError(f"Lion weight_decay must be >= 0, got {wd}")
+    if not 0.0 <= _real("weight_decay", weight_decay) < math.inf:
+        raise LrlabError(f"Lion weight_decay must be finite and >= 0, got {weight_decay}")
 
 
 def _as_float(x: float | Tensor) -> float:
@@ -76,16 +90,42 @@ def _lion_single(params: list[Tensor], grads: list[Tensor], avgs: list[Tensor], 
         if wd != 0.0:
             p.mul_(1.0 - lr * wd)
         c = torch.lerp(g, m, beta1)  # beta1*m + (1-beta1)*g
-        p.add_(c.sign_(), alpha=-lr)
+        c.sign_().add_(g, alpha=0.0)  # NaN where g is NaN/inf (torch.sign(nan) is 0)
+        p.add_(c, alpha=-lr)
         m.lerp_(g, 1.0 - beta2)  # beta2*m + (1-beta2)*g
 
 
 # -------------------------------------------------------------------------- foreach
+def _flat_views(ts: Sequence[Tensor]) -> list[Tensor] | None:
+    """1-D views of tensors that share one dense layout, in storage order; else None.
+
+    A dense tensor fills one storage range without gaps or overlap: contiguous, channels-last,
+    a transpose (``w.t()``), any permutation of those. Permuting its dims from the largest
+    stride to the smallest makes it contiguous, and tensors with the same shape and strides
+    line up element for element under the same permutation, so an elementwise update can run
+    on flat slices of them. Tensors that differ in layout, or are not dense (a strided slice),
+    give None and are updated whole.
+    """
+    first = ts[0]
+    if any(t.shape != first.shape or t.stride() != first.stride() for t in ts[1:]):
+        return None
+    order = sorted(range(first.dim()), key=lambda d: -first.stride(d))
+    flats = []
+    for t in ts:
+        permuted = t.permute(order)
+        if not permuted.is_contiguous():
+            return None
+        flats.append(permuted.view(-1))
+    return flats
+
+
 def _blocks(lists: Sequence[list[Tensor]], block: int | None) -> Iterable[list[list[Tensor]]]:
     """Yield the parallel tensor lists cut into blocks of about ``block`` elements.
 
-    Contiguous tensors larger than a block are split into flat views; ``block=None``
-    yields the lists whole.
+    A tensor larger than a block is split into flat slices when it and its partners share a
+    dense layout (see :func:`_flat_views`; contiguous, channels-last and transposed tensors
+    do); otherwise it forms a block of its own, larger than ``block``. ``block=None`` yields
+    the lists whole.
     """
     if block is None:
         yield [list(ts) for ts in lists]
@@ -94,8 +134,8 @@ def _blocks(lists: Sequence[list[Tensor]], block: int | None) -> Iterable[list[l
     size = 0
     for ts in zip(*lists):
         n = ts[0].numel()
-        if n > block and all(t.is_contiguous() for t in ts):
-            flats = [t.view(-1) for t in ts]
+        flats = _flat_views(ts) if n > block else None
+        if flats is not None:
             for start in range(0, n, block):
                 if size:
                     yield cur
@@ -133,16 +173,18 @@ def _lion_foreach(params: list[Tensor], grads: list[Tensor], avgs: list[Tensor],
             scratch = torch.empty(min(CPU_BLOCK_NUMEL, sum(p.numel() for p in ps)),
                                   dtype=ps[0].dtype, device=device)
         for bp, bg, bm in blocks:
-            if scratch is None:
+            if scratch is None or sum(t.numel() for t in bg) > scratch.numel():
+                # no buffer (accelerators), or a tensor that could not be cut (see _blocks)
                 c = torch._foreach_lerp(bg, bm, beta1)  # beta1*m + (1-beta1)*g
             else:
                 c, off = [], 0
                 for t in bg:
-                    c.append(scratch[off:off + t.numel()].view_as(t))
+                    c.append(scratch[off:off + t.numel()].view(t.shape))
                     off += t.numel()
                 torch._foreach_copy_(c, bg)
                 torch._foreach_lerp_(c, bm, beta1)  # beta1*m + (1-beta1)*g
             torch._foreach_sign_(c)
+            torch._foreach_add_(c, bg, alpha=0.0)  # NaN where g is NaN/inf
             if wd != 0.0:
                 torch._foreach_mul_(bp, 1.0 - lr * wd)
             torch._foreach_add_(bp, c, alpha=-lr)
@@ -165,7 +207,8 @@ def _lion_lists(params: list[Tensor], grads: list[Tensor], avgs: list[Tensor],
         if maximize[group_of[i]]:
             g = -g
         c = m * b1 + g * (1.0 - b1)
-        p.copy_(p * (1.0 - lr * wd) - lr * torch.sign(c))
+        update = torch.where(torch.isfinite(g), torch.sign(c), torch.nan)
+        p.copy_(p * (1.0 - lr * wd) - lr * update)
         m.copy_(m * b2 + g * (1.0 - b2))
 
 
@@ -190,7 +233,10 @@ class Lion(torch.optim.Optimizer):
         m &\leftarrow \beta_2 m + (1-\beta_2) g
 
     with ``sign(0) = 0``. Every update has the same size ``lr`` per coordinate, so Lion wants
-    an LR ~3-10x smaller than AdamW and a weight decay ~3-10x larger.
+    an LR ~3-10x smaller than AdamW and a weight decay ~3-10x larger. A coordinate whose
+    gradient is NaN or ±inf gets a NaN update (its weight becomes NaN; see the module doc).
+    Parameters may have any layout (channels-last, transposed, strided views); each path
+    updates them in place and keeps their strides.
 
     Args:
         params: parameters or param-group dicts (each may set ``lr``, ``betas``,
