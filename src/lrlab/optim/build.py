@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lrlab.errors import LrlabError
-from lrlab.optim.groups import param_groups, parameters_of
+from lrlab.optim.groups import LayerIdFn, name_patterns, number, param_groups, parameters_of
 from lrlab.optim.lion import Lion
 from lrlab.optim.teaching import AdamNoBias, NormalizedSGD
 
@@ -75,18 +75,61 @@ def describe_optimizer(name: str) -> str:
     return f"{name.strip().lower()}: {spec.summary}; hyper: {hyper}"
 
 
+# Types of the optimizers' own keywords, checked before the class sees them (torch's own
+# checks would compare a string with '<=' and answer with a TypeError naming nothing).
+_NUMBERS: tuple[str, ...] = ("momentum", "dampening", "alpha", "eps")
+_FLAGS: tuple[str, ...] = ("maximize", "centered")
+_FLAGS_OR_NONE: tuple[str, ...] = ("foreach", "fused")
+
+
+def _betas(value: Any) -> tuple[float, float]:
+    if isinstance(value, str) or not isinstance(value, tuple | list) or len(value) != 2:
+        raise LrlabError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), "
+                         f"got {value!r}")
+    b1, b2 = (number(f"betas[{i}]", b, high=1.0, high_open=True) for i, b in enumerate(value))
+    return b1, b2
+
+
+def _checked_hyper(hyper: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in hyper.items():
+        if k == "betas":
+            out[k] = _betas(v)
+        elif k in _NUMBERS:
+            out[k] = number(k, v)
+        elif k in _FLAGS and not isinstance(v, bool):
+            raise LrlabError(f"{k} must be True or False, got {v!r}")
+        elif k in _FLAGS_OR_NONE and not (v is None or isinstance(v, bool)):
+            raise LrlabError(f"{k} must be True, False or None, got {v!r}")
+        elif k == "impl" and not isinstance(v, str):
+            raise LrlabError(f"impl must be a string, got {v!r}")
+        else:
+            out[k] = v
+    return out
+
+
 def build_optimizer(name: str, model_or_params: nn.Module | Iterable[Any], lr: float,
-                    weight_decay: float = 0.0, *, no_decay: Iterable[str] = (),
+                    weight_decay: float = 0.0, *, no_decay: Iterable[str] | str = (),
                     lr_mult: Mapping[str, float] | None = None,
-                    layer_decay: float | None = None, **hyper: Any) -> torch.optim.Optimizer:
+                    layer_decay: float | None = None, layer_id_fn: LayerIdFn | None = None,
+                    **hyper: Any) -> torch.optim.Optimizer:
     """Construct optimizer ``name`` (one of :data:`OPTIMIZERS`).
 
     A model is split by :func:`lrlab.optim.param_groups` (no decay on biases, norms, 1-D
-    params and ``model.no_weight_decay()``; ``lr_mult`` and ``layer_decay`` as there); an
-    iterable of parameters or of group dicts is passed through with ``weight_decay`` as the
-    default. Every group carries ``initial_lr`` (its peak LR). ``hyper`` holds the
-    optimizer's own keywords (``betas``, ``momentum``, ``eps``, ``alpha``, ...); a keyword
-    the optimizer does not take raises :class:`LrlabError`.
+    params and ``model.no_weight_decay()``; ``no_decay``, ``lr_mult``, ``layer_decay`` and
+    ``layer_id_fn`` as there); an iterable of parameters or of group dicts is passed through
+    with ``weight_decay`` as the default. Every group carries ``initial_lr`` (its peak LR).
+    ``hyper`` holds the optimizer's own keywords (``betas``, ``momentum``, ``eps``,
+    ``alpha``, ...).
+
+    Every argument is checked before anything is built: ``lr`` and ``weight_decay`` are
+    finite numbers >= 0 (not strings, bools or tensors), ``betas`` a pair in [0, 1),
+    ``no_decay`` one pattern or a list of them, ``lr_mult`` a mapping to numbers >= 0,
+    ``layer_decay`` a number in (0, 1].
+
+    Raises:
+        LrlabError: an unknown name, a keyword the optimizer does not take, a value of the
+            wrong type or out of range; one line naming the argument.
     """
     spec = _spec(name)
     key = str(name).strip().lower()
@@ -96,22 +139,24 @@ def build_optimizer(name: str, model_or_params: nn.Module | Iterable[Any], lr: f
         raise LrlabError(f"optimizer {key!r} does not take {', '.join(map(repr, bad))}; "
                          f"valid keywords: {valid}")
     try:
-        lr_f = float(lr)
-        wd_f = float(weight_decay)
-    except (TypeError, ValueError):
-        raise LrlabError(f"lr and weight_decay must be numbers, got {lr!r}, "
-                         f"{weight_decay!r}") from None
-    if not lr_f >= 0.0:
-        raise LrlabError(f"lr must be >= 0, got {lr_f}")
-    if not wd_f >= 0.0:
-        raise LrlabError(f"weight_decay must be >= 0, got {wd_f}")
+        lr_f = number("lr", lr)
+        wd_f = number("weight_decay", weight_decay)
+        patterns = name_patterns("no_decay", no_decay)
+        hyper = _checked_hyper(hyper)
+    except LrlabError as e:
+        raise LrlabError(f"optimizer {key!r}: {e}") from None
 
     if isinstance(model_or_params, nn.Module):
-        params: list[Any] = param_groups(model_or_params, wd_f, lr=lr_f, no_decay=no_decay,
-                                         lr_mult=lr_mult, layer_decay=layer_decay)
+        try:
+            params: list[Any] = param_groups(model_or_params, wd_f, lr=lr_f,
+                                             no_decay=patterns, lr_mult=lr_mult,
+                                             layer_decay=layer_decay, layer_id_fn=layer_id_fn)
+        except LrlabError as e:
+            raise LrlabError(f"optimizer {key!r}: {e}") from None
     else:
-        if lr_mult or layer_decay is not None or tuple(no_decay):
-            raise LrlabError("no_decay, lr_mult and layer_decay need a model, not parameters")
+        if lr_mult or layer_decay is not None or layer_id_fn is not None or patterns:
+            raise LrlabError("no_decay, lr_mult, layer_decay and layer_id_fn need a model, "
+                             "not parameters")
         params = parameters_of(model_or_params)
         if params and isinstance(params[0], dict):
             params = [dict(g) for g in params]

@@ -8,13 +8,33 @@
   model lists in ``model.no_weight_decay()`` (timm/BEiT convention; fnmatch patterns allowed);
 - **LR multipliers** by name pattern: ``lr_mult={"head.*": 10.0}``; a parameter matching
   several patterns gets the product of their multipliers;
-- **layer-wise LR decay** (BEiT): layer ``i`` of ``0..L`` gets ``layer_decay ** (L - i)``.
+- **layer-wise LR decay** (BEiT, Bao et al. 2021, arXiv:2106.08254): every parameter gets a
+  layer id ``i`` in ``0..L`` and its LR is scaled by ``layer_decay ** (L - i)``, so the top
+  layer keeps the full LR and each layer below it one more factor.
 
-Layer numbering for a generic model: walk the model's top-level children in registration
-order, expanding a top-level ``nn.Sequential``/``nn.ModuleList`` into its own children, and
-number the units that own parameters 0, 1, ..., L. Parameters registered directly on the
-model (``cls_token``, ``pos_embed``) are layer 0 like the first unit (the embedding); the
-last unit (the head) is layer L and keeps the full LR.
+Layer ids (:func:`layer_ids`), from the first rule that applies:
+
+1. ``layer_id_fn(name) -> int``, given by the caller: any layering at all. ``L`` is the
+   largest id returned.
+2. ``model.group_matcher(coarse=False)``, the method timm models define, read as timm reads
+   it: a dict ``{group: regex | [(regex, suffix), ...]}`` or a callable ``name -> ordinal``;
+   a name gets the ordinal ``(position of its group, numbers the regex captured, *suffix)``
+   (unmatched names: infinity), ordinals are numbered in sorted order, and an ordinal ending
+   in ``99999`` joins the layer before it. ``L`` is the largest id. On a timm ViT this puts
+   the final ``norm`` with the last block and the head alone on top, as timm's
+   ``param_groups_layer_decay`` does.
+3. A top-level ``blocks`` (``nn.Sequential`` or ``nn.ModuleList`` of N blocks, the ViT/BEiT
+   layout): BEiT's rule. ``cls_token``, ``mask_token``, ``pos_embed`` and ``patch_embed.*``
+   are layer 0, ``blocks.i.*`` is layer ``i + 1``, and everything else (the final norm,
+   ``fc_norm``, the head, a shared ``rel_pos_bias``) is the top layer ``L = N + 1``. With
+   decay 0.5 and two blocks: embeddings 0.125, ``blocks.0`` 0.25, ``blocks.1`` 0.5, final
+   norm and head 1.
+4. Otherwise (models without blocks, such as the lab's LeNet and MLP): walk the model's
+   top-level children in registration order, expanding a top-level ``nn.Sequential`` /
+   ``nn.ModuleList`` into its own children, and number the units that own parameters
+   0, 1, ..., L. Parameters registered directly on the model (or on a top-level container)
+   are layer 0 like the first unit; the last unit (the head) is layer L and keeps the full
+   LR. A parameter shared by several units keeps the id of the first.
 
 Each group carries ``lr`` = base lr × its multiplier and ``initial_lr`` (the same value), so
 an LR scheduler scales all groups in proportion, plus ``lr_scale`` (the multiplier),
@@ -23,7 +43,10 @@ an LR scheduler scales all groups in proportion, plus ``lr_scale`` (the multipli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -32,7 +55,68 @@ from torch import nn
 
 from lrlab.errors import LrlabError
 
+# BEiT's embedding parameters (layer 0), besides everything under ``patch_embed``.
+BEIT_EMBEDDINGS: tuple[str, ...] = ("cls_token", "mask_token", "pos_embed")
+# timm's group_matcher marker: an ordinal ending in this joins the previous layer.
+TIMM_MATCH_PREVIOUS = 99999
 
+LayerIdFn = Callable[[str], int]
+
+
+# ---------------------------------------------------------------------- argument checks
+def number(name: str, value: Any, *, low: float | None = 0.0, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]``; ``low_open``/``high_open`` exclude ends.
+
+    Python numbers only: a bool, a string (even ``"0.1"``) or a tensor is refused rather than
+    converted, so what the caller wrote is what runs.
+
+    Raises:
+        LrlabError: one line naming ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = "; a tensor LR needs the optimizer class itself" \
+            if isinstance(value, torch.Tensor) else ""
+        raise LrlabError(f"{name} must be a number, got {value!r}{hint}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise LrlabError(f"{name} must be finite, got {x}")
+    if low is not None and (x <= low if low_open else x < low):
+        raise LrlabError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {x:g}")
+    if high is not None and (x >= high if high_open else x > high):
+        raise LrlabError(f"{name} must be {'<' if high_open else '<='} {high:g}, got {x:g}")
+    return x
+
+
+def name_patterns(name: str, value: Any) -> tuple[str, ...]:
+    """Parameter-name patterns: one string is one pattern, else an iterable of strings."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise LrlabError(f"{name} must be a name pattern or a list of them, got "
+                         f"{value!r}") from None
+    for item in items:
+        if not isinstance(item, str):
+            raise LrlabError(f"{name} patterns must be strings, got {item!r}")
+    return items
+
+
+def _multipliers(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise LrlabError(f"lr_mult must be a mapping {{pattern: multiplier}}, got {value!r}")
+    out: dict[str, float] = {}
+    for pat, m in value.items():
+        if not isinstance(pat, str):
+            raise LrlabError(f"lr_mult keys must be name patterns (strings), got {pat!r}")
+        out[pat] = number(f"lr_mult[{pat!r}]", m)
+    return out
+
+
+# ------------------------------------------------------------------------- weight decay
 def _norm_types() -> tuple[type[nn.Module], ...]:
     types: list[type[nn.Module]] = [
         nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm*, SyncBatchNorm
@@ -48,14 +132,14 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(name == pat or fnmatchcase(name, pat) for pat in patterns)
 
 
-def no_decay_names(model: nn.Module, no_decay: Iterable[str] = ()) -> set[str]:
+def no_decay_names(model: nn.Module, no_decay: Iterable[str] | str = ()) -> set[str]:
     """Names of the parameters of ``model`` that get no weight decay (see the module doc)."""
+    patterns = name_patterns("no_decay", no_decay)
     norm_types = _norm_types()
     listed: set[str] = set()
     fn = getattr(model, "no_weight_decay", None)
     if callable(fn):
         listed = {str(n) for n in fn()}
-    patterns = tuple(no_decay)
     out: set[str] = set()
     for mod_name, module in model.named_modules():
         is_norm = isinstance(module, norm_types)
@@ -67,8 +151,88 @@ def no_decay_names(model: nn.Module, no_decay: Iterable[str] = ()) -> set[str]:
     return out
 
 
-def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
-    """Map each parameter name to its layer id; return ``(ids, L)`` with ids in ``0..L``."""
+# ---------------------------------------------------------------------------- layer ids
+def _ids_from_fn(fn: LayerIdFn, names: list[str]) -> dict[str, int]:
+    ids = {}
+    for n in names:
+        i = fn(n)
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or i < 0:
+            raise LrlabError(f"layer_id_fn({n!r}) returned {i!r}; expected an int >= 0")
+        ids[n] = int(i)
+    return ids
+
+
+def _matcher_key(matcher: Any) -> Callable[[str], tuple[float, ...]]:
+    """A name -> sortable ordinal function from a timm ``group_matcher`` value."""
+    if callable(matcher):
+        def call(name: str) -> tuple[float, ...]:
+            k = matcher(name)
+            return tuple(k) if isinstance(k, Iterable) else (k,)
+        return call
+    if not isinstance(matcher, Mapping):
+        raise LrlabError(f"model.group_matcher() must return a dict or a callable, got "
+                         f"{type(matcher).__name__}")
+    specs: list[tuple[re.Pattern[str], int, tuple[float, ...]]] = []
+    for ordinal, spec in enumerate(matcher.values()):
+        if spec is None:
+            continue
+        entries = [(spec, None)] if isinstance(spec, str) else list(spec)
+        for pattern, suffix in entries:
+            specs.append((re.compile(pattern), ordinal, tuple(suffix or ())))
+
+    def key(name: str) -> tuple[float, ...]:
+        for rx, ordinal, suffix in specs:
+            hit = rx.match(name)
+            if hit:
+                found = tuple(float(x) for x in hit.groups() if x is not None)
+                return (ordinal, *found, *suffix)
+        return (math.inf,)  # unmatched (neck, head): the last layer
+    return key
+
+
+def _ids_from_matcher(model: nn.Module, names: list[str]) -> dict[str, int]:
+    try:
+        key = _matcher_key(model.group_matcher(coarse=False))
+        keys = {n: tuple(float(x) for x in key(n)) for n in names}
+        ordered = sorted(set(keys.values()))
+    except LrlabError:
+        raise
+    except Exception as e:  # the model's own code: a bad regex, a wrong return type
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise LrlabError(f"model.group_matcher(coarse=False) is unusable for layer decay "
+                         f"({type(e).__name__}: {first})") from None
+    layer_of: dict[tuple[float, ...], int] = {}
+    layer = -1
+    for k in ordered:
+        if layer < 0 or not k or k[-1] != TIMM_MATCH_PREVIOUS:
+            layer += 1
+        layer_of[k] = layer
+    return {n: layer_of[k] for n, k in keys.items()}
+
+
+def _vit_blocks(model: nn.Module) -> dict[str, int] | None:
+    """Position of each child of a top-level ``blocks`` container, or None without one."""
+    blocks = model._modules.get("blocks")
+    if isinstance(blocks, nn.Sequential | nn.ModuleList):
+        return {name: i for i, name in enumerate(blocks._modules)}
+    return None
+
+
+def _beit_ids(names: list[str], blocks: dict[str, int]) -> tuple[dict[str, int], int]:
+    top = len(blocks) + 1
+    ids = {}
+    for n in names:
+        head, _, rest = n.partition(".")
+        if n in BEIT_EMBEDDINGS or head == "patch_embed":
+            ids[n] = 0
+        elif head == "blocks" and rest.split(".", 1)[0] in blocks:
+            ids[n] = blocks[rest.split(".", 1)[0]] + 1
+        else:
+            ids[n] = top
+    return ids, top
+
+
+def _generic_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     units: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         if isinstance(child, nn.Sequential | nn.ModuleList):
@@ -85,40 +249,77 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
         for n in names:
             ids[n] = layer
         layer += 1
+    for n, _ in model.named_parameters():  # registered directly on a top-level container
+        ids.setdefault(n, 0)
     return ids, max(layer - 1, 0)
 
 
+def layer_ids(model: nn.Module, layer_id_fn: LayerIdFn | None = None
+              ) -> tuple[dict[str, int], int]:
+    """Map each parameter name of ``model`` to its layer id; return ``(ids, L)``.
+
+    The rule is the first that applies of: ``layer_id_fn``, ``model.group_matcher``, BEiT's
+    rule for a top-level ``blocks``, the generic numbering of top-level units (see the module
+    doc for each). Ids are in ``0..L``; layer decay scales layer ``i`` by ``decay**(L - i)``.
+    """
+    if not isinstance(model, nn.Module):
+        raise LrlabError(f"layer_ids needs an nn.Module, got {type(model).__name__}")
+    names = [n for n, _ in model.named_parameters()]
+    if layer_id_fn is not None:
+        if not callable(layer_id_fn):
+            raise LrlabError(f"layer_id_fn must be a function name -> int, got "
+                             f"{layer_id_fn!r}")
+        ids = _ids_from_fn(layer_id_fn, names)
+        return ids, max(ids.values(), default=0)
+    if callable(getattr(model, "group_matcher", None)):
+        ids = _ids_from_matcher(model, names)
+        return ids, max(ids.values(), default=0)
+    blocks = _vit_blocks(model)
+    if blocks is not None:
+        return _beit_ids(names, blocks)
+    return _generic_ids(model)
+
+
+# ------------------------------------------------------------------------- param groups
 def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = None,
-                 no_decay: Iterable[str] = (), lr_mult: Mapping[str, float] | None = None,
-                 layer_decay: float | None = None) -> list[dict[str, Any]]:
+                 no_decay: Iterable[str] | str = (),
+                 lr_mult: Mapping[str, float] | None = None,
+                 layer_decay: float | None = None,
+                 layer_id_fn: LayerIdFn | None = None) -> list[dict[str, Any]]:
     """Split ``model``'s trainable parameters into torch param groups.
 
     Args:
         model: the model; ``model.no_weight_decay()``, if defined, lists names (or fnmatch
-            patterns) to exempt from weight decay.
+            patterns) to exempt from weight decay; ``model.group_matcher()``, if defined,
+            sets the layers of ``layer_decay`` (timm's convention, see the module doc).
         weight_decay: decay for the parameters that take it (0 for the others).
         lr: base (peak) LR; when given each group gets ``lr`` and ``initial_lr`` =
             ``lr * lr_scale``.
-        no_decay: extra fnmatch name patterns without weight decay.
+        no_decay: extra fnmatch name patterns without weight decay; a single string is one
+            pattern.
         lr_mult: ``{pattern: multiplier}``; all matching patterns multiply.
-        layer_decay: BEiT layer-wise decay in (0, 1]; layer i of L gets ``decay**(L-i)``.
+        layer_decay: layer-wise decay in (0, 1]; layer i of L gets ``decay**(L-i)`` (BEiT).
+        layer_id_fn: ``name -> layer id`` overriding the built-in layering; needs
+            ``layer_decay``.
 
     Returns:
         A list of dicts with ``params``, ``param_names``, ``weight_decay``, ``lr_scale`` (and
         ``lr``, ``initial_lr`` when ``lr`` is given), in order of first appearance.
+
+    Raises:
+        LrlabError: a value of the wrong type or out of range, named in a one-line message.
     """
     if not isinstance(model, nn.Module):
         raise LrlabError(f"param_groups needs an nn.Module, got {type(model).__name__}")
-    if not float(weight_decay) >= 0.0:
-        raise LrlabError(f"weight_decay must be >= 0, got {weight_decay}")
-    if layer_decay is not None and not 0.0 < float(layer_decay) <= 1.0:
-        raise LrlabError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    mults = dict(lr_mult or {})
-    for pat, m in mults.items():
-        if not float(m) >= 0.0:
-            raise LrlabError(f"lr_mult[{pat!r}] must be >= 0, got {m}")
+    wd = number("weight_decay", weight_decay)
+    base_lr = None if lr is None else number("lr", lr)
+    decay = None if layer_decay is None else number("layer_decay", layer_decay, high=1.0,
+                                                   low_open=True)
+    if layer_id_fn is not None and decay is None:
+        raise LrlabError("layer_id_fn needs layer_decay (it only sets the layers it decays)")
+    mults = _multipliers(lr_mult)
     skip = no_decay_names(model, no_decay)
-    ids, last = layer_ids(model) if layer_decay is not None else ({}, 0)
+    ids, last = layer_ids(model, layer_id_fn) if decay is not None else ({}, 0)
 
     groups: dict[tuple[bool, float], dict[str, Any]] = {}
     for name, p in model.named_parameters():
@@ -127,17 +328,16 @@ def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = No
         scale = 1.0
         for pat, m in mults.items():
             if _matches(name, (pat,)):
-                scale *= float(m)
-        if layer_decay is not None:
-            scale *= float(layer_decay) ** (last - ids.get(name, 0))
-        decay = name not in skip and weight_decay > 0
-        key = (decay, scale)
+                scale *= m
+        if decay is not None:
+            scale *= decay ** (last - ids[name])
+        decayed = name not in skip and wd > 0
+        key = (decayed, scale)
         if key not in groups:
             g: dict[str, Any] = {"params": [], "param_names": [],
-                                 "weight_decay": float(weight_decay) if decay else 0.0,
-                                 "lr_scale": scale}
-            if lr is not None:
-                g["lr"] = g["initial_lr"] = float(lr) * scale
+                                 "weight_decay": wd if decayed else 0.0, "lr_scale": scale}
+            if base_lr is not None:
+                g["lr"] = g["initial_lr"] = base_lr * scale
             groups[key] = g
         groups[key]["params"].append(p)
         groups[key]["param_names"].append(name)
