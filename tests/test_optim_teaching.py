@@ -101,8 +101,43 @@ def test_nsgd_step_has_norm_lr_without_momentum() -> None:
     (AdamNoBias, {"eps": -1.0}),
     (NormalizedSGD, {"momentum": 1.2}),
     (NormalizedSGD, {"weight_decay": -1.0}),
+    (AdamNoBias, {"lr": "0.1"}),
+    (AdamNoBias, {"lr": float("inf")}),
+    (AdamNoBias, {"betas": "ab"}),
+    (NormalizedSGD, {"lr": True}),
+    (NormalizedSGD, {"momentum": float("nan")}),
 ])
 def test_invalid_hyperparameters(cls, kwargs) -> None:
     with pytest.raises(LrlabError) as info:
         cls([torch.nn.Parameter(torch.zeros(2))], **kwargs)
     assert "\n" not in str(info.value)
+    assert any(key.split("[")[0] in str(info.value) for key in kwargs)
+
+
+def test_first_uncorrected_adam_step_is_too_large() -> None:
+    """m0 = v0 = 0: the first step without bias correction is (1-b1) g / sqrt((1-b2) g^2)
+    = (1-b1)/sqrt(1-b2) times Adam's g/|g|: 0.1/sqrt(0.001) = 3.16x for the default betas."""
+    b1, b2 = 0.9, 0.999
+    ratio = (1 - b1) / math.sqrt(1 - b2)
+    assert ratio == pytest.approx(3.1623, abs=1e-4) and ratio > 1  # too large, not too small
+    p = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    q = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    g = torch.tensor([1e-3, -0.5, 2.0, 7.0, -30.0], dtype=torch.float64)
+    ours = AdamNoBias([p], lr=0.01, betas=(b1, b2), eps=0.0)
+    adam = torch.optim.Adam([q], lr=0.01, betas=(b1, b2), eps=0.0)
+    p.grad, q.grad = g.clone(), g.clone()
+    ours.step()
+    adam.step()
+    torch.testing.assert_close(q.detach(), -0.01 * torch.sign(g), rtol=1e-12, atol=0)
+    expected = torch.full((5,), ratio, dtype=torch.float64)
+    torch.testing.assert_close(p.detach() / q.detach(), expected, rtol=1e-12, atol=0)
+
+
+def test_docs_say_the_early_steps_are_too_large() -> None:
+    """The module doc once said 'too small' while the class doc said 3.16x too large."""
+    from lrlab.optim import teaching
+
+    for doc in (teaching.__doc__, AdamNoBias.__doc__):
+        text = " ".join(doc.replace("*", "").split())
+        assert "3.16" in text and "too large" in text
+        assert "too small" not in text.replace("not too small", "")
