@@ -432,21 +432,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         n_seeds = len(plan.runs) // max(labels, 1)
         print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × {n_seeds} "
               f"seed{'s' if n_seeds > 1 else ''}) in {plan.out}, {args.jobs} at a time")
-    import signal
+    from lrlab.lab.compare import sigterm_as_interrupt
 
-    def terminate(signum: int, frame: object) -> None:  # `kill PID`: stop like Ctrl-C does
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        outcomes = run_comparison(plan, args.jobs, echo=not quiet,
-                                  nproc_per_run=args.nproc_per_run, force=args.force)
+        with sigterm_as_interrupt():  # `kill PID` stops the comparison like Ctrl-C does
+            outcomes = run_comparison(plan, args.jobs, echo=not quiet,
+                                      nproc_per_run=args.nproc_per_run, force=args.force)
     except KeyboardInterrupt:
         print(f"lrlab compare: interrupted; run the same command again to resume "
               f"({plan.out})", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     files = write_report(plan.out, trace=args.trace)
     for line in files.headline:
         print(line)

@@ -27,6 +27,7 @@ ones from their checkpoint, and retries failed ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,23 @@ def _bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="run", dynamic_ncols=True, leave=False)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the comparison's parent (``kill PID``): stop like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 #: What a comparison directory of ours holds, besides the figures (``*.png``).
 COMPARISON_FILES = (COMPARISON_FILE, "runs", "logs", "report.md", "report.html", "summary.csv")
 
@@ -642,15 +660,17 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
             for w in [w for w in running if w.proc.poll() is not None]:
                 running.remove(w)
                 finish(w.outcome())
-    except KeyboardInterrupt:
-        # workers in our process group got the same Ctrl-C and checkpoint; one that did not
-        # (the signal was sent to this process only) is asked to stop after a grace period
+    except KeyboardInterrupt as stop:
+        # After Ctrl-C, workers in our process group got the same signal and checkpoint; one
+        # that did not (the signal was sent to this process only) is asked to stop after a
+        # grace period. After SIGTERM (Terminated) no worker got anything: ask them at once.
+        grace = 0 if isinstance(stop, Terminated) else 2
         for w in running:
             try:
                 try:
-                    w.proc.wait(timeout=2)
+                    w.proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
-                    w.proc.send_signal(signal.SIGINT)
+                    w.proc.send_signal(signal.SIGTERM if grace == 0 else signal.SIGINT)
                     w.proc.wait()
             except KeyboardInterrupt:
                 w.proc.kill()
