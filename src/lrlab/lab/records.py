@@ -28,7 +28,7 @@ from typing import Any
 from lrlab.errors import LrlabError
 
 __all__ = ["RunRecords", "RunLock", "read_jsonl", "write_json_atomic", "read_json",
-           "check_metrics", "RUN_FILES"]
+           "check_metrics"]
 
 
 def _clean(obj: Any) -> Any:
@@ -111,9 +111,6 @@ def check_metrics(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 LOCK_NAME = ".lock"
-#: Every name a run directory of ours may hold (temporary files start with '.').
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "events.jsonl",
-             "lr_finder.json", LOCK_NAME)
 
 
 class RunLock:
@@ -180,8 +177,8 @@ class RunRecords:
             raise LrlabError(f"{self.path} exists and is not a directory")
         if self.exists():
             return
-        foreign = sorted(p.name for p in self.path.iterdir()
-                         if p.name not in RUN_FILES and not p.name.startswith("."))
+        # our runs write config.json before anything else: without it, any file is foreign
+        foreign = sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
         if foreign:
             shown = ", ".join(foreign[:4]) + (", ..." if len(foreign) > 4 else "")
             raise LrlabError(f"{self.path} exists and is not an lrlab run (it holds {shown}); "
