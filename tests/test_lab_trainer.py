@@ -390,3 +390,30 @@ def test_train_closes_the_process_group(tmp_path, mnist_dir, monkeypatch):
     monkeypatch.setattr(trainer, "init_distributed", lambda device: (Recording(), device))
     train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))
     assert closed == [True]
+
+
+def test_summary_after_a_double_ctrl_c_counts_the_epochs_written(tmp_path, mnist_dir,
+                                                                 monkeypatch):
+    """A second Ctrl-C interrupts at once (here: while the checkpoint after epoch 2 is
+    written): summary.json must say interrupted with the 3 epochs metrics.jsonl holds."""
+    from lrlab.lab import trainer
+
+    calls = []
+    real = trainer._Trainer._checkpoint
+
+    def second_ctrl_c(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(trainer._Trainer, "_checkpoint", second_ctrl_c)
+    cfg = _cfg(tmp_path, mnist_dir, epochs=5, schedule="constant()")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    run = cfg.run_dir()
+    rows = read_jsonl(run / "metrics.jsonl")
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert summary["status"] == "interrupted" and summary["epochs_done"] == 3
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
