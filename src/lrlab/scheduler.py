@@ -32,8 +32,8 @@ truncated to epoch 0, resetting the LR).
 Resuming and extending a run. ``load_state_dict`` restores the count and the plateau state.
 The constructor describes the run being trained now: when the saved spec, training length,
 ``steps_per_epoch``, β2 or peak LRs differ from this Scheduler's, this Scheduler's values are
-kept and a :class:`ScheduleChangedWarning` names both (a different ``per`` is refused: the
-count would change unit). To extend a run from 48 to 96 updates, build the Scheduler with
+kept and a :class:`ScheduleChangedWarning` names both at the next ``step()`` (a different
+``per`` is refused: the count would change unit). To extend a run from 48 to 96 updates, build the Scheduler with
 ``total_steps=96`` and resume: the schedule is resolved again over 96 updates and training
 continues at update 48 of that curve (the LR may jump; a decay that had reached 0 starts
 from its value at 48/96). To rebuild a scheduler purely from a saved state use
@@ -331,6 +331,7 @@ class Scheduler(LRScheduler):
         plateau = self.schedule.plateau
         self.plateau_state = PlateauState(plateau) if plateau is not None else None
         self._bind_peaks(optimizer)
+        self._notice: str | None = None
         self._watch = self._report_deadline()
         self._make_step_eager(optimizer)
         super().__init__(optimizer, last_epoch)
@@ -512,7 +513,7 @@ class Scheduler(LRScheduler):
         self._step_count += 1
         self.last_epoch += 1
         if self._watch is not None and self.last_epoch > self._watch:
-            self._warn_unreported()
+            self._on_watch()
         self._apply()
 
     def _step_any(self, arg: Any) -> None:
@@ -534,11 +535,11 @@ class Scheduler(LRScheduler):
         if metric is not None:
             assert self.plateau_state is not None
             self.plateau_state.report(metric)
-            self._watch = None
+            self._watch = self._report_deadline()
         self._step_count += 1
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self._watch is not None and self.last_epoch > self._watch:
-            self._warn_unreported()
+            self._on_watch()
         self._apply()
 
     # -- plateau -------------------------------------------------------------------------
@@ -563,11 +564,14 @@ class Scheduler(LRScheduler):
                 "append '* plateau(factor=0.1, patience=10)' to use report()"
             )
         self.plateau_state.report(_metric(metric))
-        self._watch = None
+        self._watch = self._report_deadline()
         self._apply()
 
     def _report_deadline(self) -> int | None:
-        """The count after which a plateau that has never been reported to is warned about."""
+        """The count after which ``step()`` calls :meth:`_on_watch`: at once when a notice of
+        ``load_state_dict`` is pending, else when a plateau never reported to is overdue."""
+        if self._notice is not None:
+            return -1
         state = self.plateau_state
         if state is None or state.reports > 0:
             return None
@@ -579,15 +583,24 @@ class Scheduler(LRScheduler):
             return max(1, self._length // 2)
         return None
 
+    def _on_watch(self) -> None:
+        """The rare checks of ``step()``: a pending notice, an overdue plateau report."""
+        notice, self._notice = self._notice, None
+        if notice is not None:
+            warnings.warn(ScheduleChangedWarning(notice), stacklevel=3)
+        self._watch = self._report_deadline()
+        if self._watch is not None and self.last_epoch > self._watch:
+            self._watch = None
+            self._warn_unreported()
+
     def _warn_unreported(self) -> None:
-        self._watch = None
         unit = "epochs" if self.per == "epoch" else "updates"
         warnings.warn(PlateauNotReportedWarning(
             f"schedule {str(self.schedule)!r} has a plateau(...) but no metric was reported "
             f"in {self.last_epoch} {unit}, so the plateau does nothing: call "
             "scheduler.report(val_loss) after each validation (Lightning: LightningPlateau or "
             "reduce_on_plateau; HF Trainer: HFPlateau, both in lrlab.integrations)"
-        ), stacklevel=3)
+        ), stacklevel=4)
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -615,8 +628,9 @@ class Scheduler(LRScheduler):
         Everything is validated before anything is assigned: a bad state raises LrlabError
         and leaves this Scheduler as it was. Settings that differ from this Scheduler's
         (spec, training length, steps_per_epoch, β2, peak LRs) are not taken from the state:
-        this Scheduler's are kept and a :class:`ScheduleChangedWarning` names both; that is
-        how a run is extended (module docstring). The plateau's running state (factor, best
+        this Scheduler's are kept and a :class:`ScheduleChangedWarning` naming both is given
+        at the next ``step()`` (not here: the HF Trainer silences warnings while it loads a
+        scheduler); that is how a run is extended (module docstring). The plateau's running state (factor, best
         metric, counters) is carried over when the new spec still has a plateau of the same
         mode. A different ``per`` is refused.
         """
@@ -651,13 +665,11 @@ class Scheduler(LRScheduler):
         self.plateau_state = plateau
         self.last_epoch = saved.last_epoch
         self._step_count = saved.step_count
+        self._notice = None if not notes else (
+            "the saved scheduler state has other settings than this Scheduler; kept this "
+            f"Scheduler's and continued at {unit} {self.count}: " + "; ".join(notes))
         self._watch = self._report_deadline()
         self._apply()
-        if notes:
-            warnings.warn(ScheduleChangedWarning(
-                "the saved scheduler state has other settings than this Scheduler; keeping "
-                f"this Scheduler's and continuing at {unit} {self.count}: " + "; ".join(notes)
-            ), stacklevel=2)
 
     # -- pickling: the fast evaluator and the eager step are closures, rebuilt on load ----
     def __getstate__(self) -> dict[str, Any]:
