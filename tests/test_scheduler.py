@@ -363,11 +363,12 @@ def test_last_epoch_is_refused_with_a_pointer_to_load_state_dict():
         Scheduler(_opt(), "cosine()", total_steps=10, last_epoch=3)
 
 
-def _first_overflow(gamma: float) -> int:
+def _first_overflow(gamma: float, scale: float = 1.0) -> int:
+    """The first t where scale * gamma**t is no longer a finite float."""
     t = 0
     while True:
         try:
-            if math.isinf(gamma**t):
+            if math.isinf(scale * gamma**t):
                 return t
         except OverflowError:
             return t
@@ -383,6 +384,22 @@ def test_a_schedule_that_reaches_inf_is_refused_at_bind_time(spec, total, gamma)
         Scheduler(_opt((1.0,)), spec, total_steps=total)
     assert f" {offset + _first_overflow(gamma)} " in str(e.value) and "\n" not in str(e.value)
     Scheduler(_opt((1.0,)), "exp(1.5)", total_steps=1000)  # 1.5**1000 ~ 1e176: fine
+
+
+def test_first_nonfinite_is_the_api_for_checking_a_curve():
+    from lrlab.schedules import Context, parse
+
+    exp15 = parse("exp(1.5)")
+    assert exp15.first_nonfinite(5000) == _first_overflow(1.5)
+    assert exp15.first_nonfinite(1000) is None  # 1.5**1000 ~ 1e176
+    assert exp15.first_nonfinite() == _first_overflow(1.5)  # open-ended: where it overflows
+    # the peak LR counts: 10 * 2**t overflows one update before 2**t does
+    assert parse("exp(2)").first_nonfinite(None, scale=10.0) == _first_overflow(2.0, 10.0)
+    assert _first_overflow(2.0, 10.0) < _first_overflow(2.0)
+    bound = parse("warmup(5) >> exp(1.01)").resolve(Context(total_steps=100_000))
+    assert bound.first_nonfinite(100_000) == 5 + _first_overflow(1.01)
+    assert parse("warmup(5) >> cosine()").resolve(Context(total_steps=50)).first_nonfinite(50) \
+        is None
 
 
 def test_an_inf_lr_the_bind_check_cannot_see_is_refused_by_step():

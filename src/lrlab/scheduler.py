@@ -27,23 +27,27 @@ called. So: on a schedule with ``* plateau(...)`` the argument is a metric: it i
 the count then advances by one as in ``step()`` (``per="epoch"`` with Lightning's
 ``"interval": "epoch"`` is the matching pair). Without a plateau the argument can only be
 the epoch index, a whole number >= 0; a float such as ``0.35`` is refused (it used to be
-truncated to epoch 0, resetting the LR).
+truncated to epoch 0, resetting the LR). A ``per="step"`` schedule under Lightning's
+``reduce_on_plateau`` with ``"interval": "epoch"`` would advance one *update* per epoch:
+use ``"interval": "step"`` with ``lrlab.integrations.LightningPlateau`` instead (which
+refuses the mismatched pairing).
 
 Resuming and extending a run. ``load_state_dict`` restores the count and the plateau state.
 The constructor describes the run being trained now: when the saved spec, training length,
-``steps_per_epoch``, β2 or peak LRs differ from this Scheduler's, this Scheduler's values are
-kept and a :class:`ScheduleChangedWarning` names both at the next ``step()`` (a different
-``per`` is refused: the count would change unit). To extend a run from 48 to 96 updates, build the Scheduler with
-``total_steps=96`` and resume: the schedule is resolved again over 96 updates and training
-continues at update 48 of that curve (the LR may jump; a decay that had reached 0 starts
-from its value at 48/96). To rebuild a scheduler purely from a saved state use
-:meth:`Scheduler.from_state_dict`.
+``steps_per_epoch``, β2 or peak LRs differ from this Scheduler's, this Scheduler's values
+are kept and a :class:`ScheduleChangedWarning` naming both is given at the next ``step()``
+(a different ``per`` is refused: the count would change unit). To extend a run from 48 to
+96 updates, build the Scheduler with ``total_steps=96`` and resume: the schedule is
+resolved again over 96 updates and training continues at update 48 of that curve (the LR
+may jump: a decay that had reached 0 at update 48 restarts from its value at 48 of 96). To
+rebuild a scheduler purely from a saved state use :meth:`Scheduler.from_state_dict`.
 
-torch.compile. Inside a compiled region ``step()`` runs eagerly (a graph break around it):
-tensor LRs are filled in place, and the Python float it computes never becomes a constant
-of a compiled graph, so a new LR never recompiles (PyTorch's "compiling the optimizer and
-LR scheduler" pattern: ``lr=torch.tensor(...)`` and ``@torch.compile def fn(): opt.step();
-sched.step()``).
+torch.compile. With tensor LRs (``lr=torch.tensor(...)``, PyTorch's "compiling the optimizer
+and LR scheduler" recipe: ``@torch.compile def fn(): opt.step(); sched.step()``) ``step()``
+runs outside the compiled graph (a graph break around it) and fills the LR tensors in place,
+so the Python floats it computes never become constants of a graph and a new LR never
+recompiles it. Float LRs are traced as usual: torch 2.13 recompiles once, at the first
+change, and then treats the LR as dynamic, exactly as with torch's own schedulers.
 """
 
 from __future__ import annotations
@@ -411,8 +415,8 @@ class Scheduler(LRScheduler):
         """With a tensor LR (the torch.compile set-up), ``step()`` inside a compiled region
         calls this copy of ``_step_any`` that torch.compile does not trace: the LR floats it
         computes are never baked into a graph as constants, which would recompile the graph
-        for every new LR. Float LRs recompile in any case (the optimizer reads them as
-        constants), so they skip this and the import of torch._dynamo it costs."""
+        for every new LR. Float LRs do not need it (dynamo makes a changing float LR dynamic
+        after one recompile), so they skip it and the import of torch._dynamo it costs."""
         tensor_lr = any(isinstance(g["lr"], _Tensor) for g in optimizer.param_groups)
         self._step_eager = torch.compiler.disable(
             self._step_any, reason="lrlab.Scheduler computes LRs in Python, outside the graph"
@@ -630,9 +634,9 @@ class Scheduler(LRScheduler):
         (spec, training length, steps_per_epoch, β2, peak LRs) are not taken from the state:
         this Scheduler's are kept and a :class:`ScheduleChangedWarning` naming both is given
         at the next ``step()`` (not here: the HF Trainer silences warnings while it loads a
-        scheduler); that is how a run is extended (module docstring). The plateau's running state (factor, best
-        metric, counters) is carried over when the new spec still has a plateau of the same
-        mode. A different ``per`` is refused.
+        scheduler); that is how a run is extended (module docstring). The plateau's running
+        state (factor, best metric, counters) is carried over when the new spec still has a
+        plateau of the same mode. A different ``per`` is refused.
         """
         saved = _read_state(state_dict, len(self.optimizer.param_groups))
         if saved.per != self.per:
