@@ -177,3 +177,12 @@ def test_lightning_plateau_refuses_set_ups_that_cannot_work(tmp_path, spec, sche
     with pytest.raises(LrlabError, match=match):
         _fit(Tiny(spec, sched_kw, config), tmp_path, 1, callbacks=[LightningPlateau()],
              validate=True)
+
+
+def test_reduce_on_plateau_without_a_plateau_is_refused_not_truncated(tmp_path):
+    """Lightning passes the metric (0.95, ...) to step(); without a plateau it used to become
+    epoch int(0.95) = 0, resetting the schedule every epoch."""
+    config = {"interval": "epoch", "monitor": "val_loss", "reduce_on_plateau": True}
+    with pytest.raises(LrlabError, match="no plateau"):
+        _fit(Tiny("warmup(2) >> cosine()", {"per": "epoch", "epochs": 3}, config, val=VAL),
+             tmp_path, 3, validate=True)
