@@ -8,11 +8,15 @@ plateau, from torch's ReduceLROnPlateau run on the same metrics.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import pytest
 import torch
 
+# read by huggingface_hub when transformers is imported: set before the import (no downloads)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed "
                                    "(pip install -e '.[test]')")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
