@@ -90,3 +90,26 @@ def test_errors_are_one_line_exit_2(args, needle):
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert needle in r.stderr
+
+
+@pytest.mark.parametrize("spec, steps, first_bad", [
+    # 1.5**t overflows a float once t*log(1.5) > log(max float): t = 1751
+    ("exp(1.5)", 5000, math.floor(math.log(1.7976931348623157e308) / math.log(1.5)) + 1),
+    ("exp(1e10)", 100, math.floor(math.log(1.7976931348623157e308) / math.log(1e10)) + 1),
+])
+def test_a_schedule_reaching_inf_is_refused_never_printed(spec, steps, first_bad):
+    for fmt in ("json", "table", "csv"):
+        r = lrlab("schedule", spec, "--steps", str(steps), "--format", fmt)
+        assert r.returncode == 2, r.stdout
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert f"update {first_bad}" in r.stderr
+        assert "Infinity" not in r.stdout and "inf" not in r.stdout
+
+
+def test_warmup_auto_per_epoch_counts_updates():
+    """beta2 0.99: 2/(1-0.99) = 200 updates = 4 epochs of 50 updates, not 200 epochs."""
+    r = lrlab("schedule", "warmup(auto)", "--per", "epoch", "--epochs", "6",
+              "--steps-per-epoch", "50", "--beta2", "0.99", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    lrs = json.loads(r.stdout)["schedules"][0]["lr"]
+    assert lrs == pytest.approx([(e + 1) / 4 for e in range(4)] + [1.0, 1.0])

@@ -18,6 +18,8 @@ _LAZY = {
     "find_lr": ("lrlab.finder", "find_lr"),
     "Lion": ("lrlab.optim", "Lion"),
     "build_optimizer": ("lrlab.optim", "build_optimizer"),
+    "ScheduleChangedWarning": ("lrlab.scheduler", "ScheduleChangedWarning"),
+    "PlateauNotReportedWarning": ("lrlab.scheduler", "PlateauNotReportedWarning"),
 }
 
 __all__ = ["LrlabError", "SpecError", "parse", "__version__", *_LAZY]

@@ -68,7 +68,9 @@ def build_view(
     if per == "epoch":
         if epochs is None:
             raise LrlabError("per-epoch stepping needs --epochs")
-        unit, length, ctx = "epoch", epochs, Context(epochs, 1, beta2, lr)
+        # warmup(auto) counts updates: it needs the updates per epoch to become epochs
+        unit, length, ctx = "epoch", epochs, Context(epochs, 1, beta2, lr,
+                                                     updates_per_step=steps_per_epoch)
     else:
         if steps is None:
             if epochs is None or steps_per_epoch is None:
@@ -83,6 +85,10 @@ def build_view(
     for spec in specs:
         sched = parse(spec) if isinstance(spec, str) else spec
         bound = sched.resolve(ctx)
+        bad = bound.first_nonfinite(length - 1, scale=lr)
+        if bad is not None:  # never print Infinity into a table or JSON
+            raise LrlabError(f"{sched}: the LR is no longer a finite number from {unit} {bad} "
+                             f"on (peak {lr:g}); shorten the schedule or change its arguments")
         mults = bound.values(length)
         bounds = [b for b in bound.boundaries() if 0 < b < length]
         phases = [bound.phase_at(0)] + [bound.phase_at(b) for b in bounds]

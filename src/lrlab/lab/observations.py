@@ -161,7 +161,7 @@ def _bound_schedule(config: dict[str, Any] | None) -> tuple[Any, int] | None:
     peak = num(config.get("lr_used")) or 1.0
     try:
         if per == "epoch":
-            ctx = Context(epochs or None, 1, beta2, peak)
+            ctx = Context(epochs or None, 1, beta2, peak, updates_per_step=upe or None)
             return parse(config["schedule"]).resolve(ctx), 1
         if not upe:
             return None

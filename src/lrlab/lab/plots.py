@@ -39,7 +39,8 @@ def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
         beta2 = run_beta2(cfg)
         try:
             if cfg.get("per") == "epoch":
-                view = build_view([spec], lr=peak, epochs=epochs, per="epoch", beta2=beta2)
+                view = build_view([spec], lr=peak, epochs=epochs, per="epoch", beta2=beta2,
+                                  steps_per_epoch=upe or None)
                 ys = view.curves[0].lrs
                 xs = [float(e) for e in range(epochs)]
                 return [*xs, float(epochs)], [*ys, ys[-1]]  # steps: each epoch's LR held
