@@ -302,9 +302,10 @@ def _add_find_lr(sub: argparse._SubParsersAction) -> None:
                    help="mini-batches in the ramp (default 100)")
     g.add_argument("--mode", choices=["exp", "linear"], default="exp",
                    help="geometric (default) or linear ramp")
-    g.add_argument("--choose", choices=["steepest", "valley", "minimum/10"],
-                   help="the suggestion to use (default: valley, else minimum/10 = a tenth of "
-                   "the LR at the loss minimum)")
+    g.add_argument("--choose", choices=["steepest", "valley", "minimum"],
+                   help="the suggestion to use (default: minimum, the LR at the minimum of the "
+                   "smoothed loss, the peak the printed schedule warms up to; valley and "
+                   "steepest are lower, cautious picks)")
     g.add_argument("--plot", metavar="FILE.png",
                    help="plot path (default OUT/find-lr-DATASET-MODEL-OPTIMIZER.png)")
     g.add_argument("--json", action="store_true", help="print the result as JSON")

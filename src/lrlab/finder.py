@@ -2,27 +2,74 @@
 
 ``find_lr(model, optimizer, loss_fn, batches)`` raises the learning rate over ``steps``
 mini-batches, from ``start`` to ``end`` (geometrically with ``mode="exp"``, evenly with
-``mode="linear"``), records the loss of every batch, smooths it, and stops when the smoothed
-loss exceeds ``diverge`` × its minimum or a loss turns NaN/inf. It then suggests learning
-rates, each with the reason in a sentence, and picks one. Afterwards the model, the optimizer
-and the random number generators are exactly as they were (see *What is restored*).
+``mode="linear"``), records the loss of every batch, stops when a running average of the loss
+exceeds ``diverge`` × its minimum or a loss turns NaN/inf, then smooths the whole curve
+without delay, reads suggested learning rates off it, each with the reason in a sentence,
+and picks one. Afterwards the model, the optimizer and the random number generators are
+exactly as they were (see *What is restored*).
 
 The curve
     Step ``i`` (0-based, ``n = steps``) uses ``lr_i = start·(end/start)^(i/(n-1))`` (exp) or
     ``start + (end-start)·i/(n-1)`` (linear) for param group 0. The loss recorded at step ``i``
-    is the loss of batch ``i`` *before* the update made with ``lr_i``. The smoothed loss is
-    an exponential moving average with bias correction (as in Adam):
-    ``m_i = (1-a)·m_{i-1} + a·loss_i`` with ``m_{-1} = 0`` and ``smoothed_i = m_i/(1-(1-a)^(i+1))``,
-    where ``a = smooth`` (default 0.05). With ``val_batches`` the model is also evaluated on
-    those batches after every update; that validation loss, smoothed the same way, is then the
-    curve the suggestions are read from (a fixed set: no batch-to-batch noise).
+    is the loss of batch ``i`` *before* the update made with ``lr_i``. With ``val_batches``
+    the model is also evaluated on that fixed set after every update (in ``eval()`` mode, no
+    gradients); the validation curve is then the one the stop watches and the suggestions
+    are read from (``result.curve_used``); the training curve is still recorded and plotted.
+
+Two averages for two jobs
+    *The stop* decides while the ramp runs, so it can only look back: it watches the
+    bias-corrected exponential moving average (as in Adam) ``m_i = (1-a)·m_{i-1} + a·x_i``,
+    ``m_{-1} = 0``, ``running_i = m_i / (1-(1-a)^(i+1))``, ``a = smooth`` (default 0.05), and
+    stops at the first ``i > 0`` with ``running_i > diverge · min(running_0..i)``.
+
+    *The suggestions* are not read on that average. Its weights ``a(1-a)^k`` on the loss
+    ``k`` steps back have their centre of mass at ``sum_k k·a(1-a)^k = (1-a)/a``, 19 steps
+    for ``a = 0.05``: on a curve that changes linearly it equals the loss of 19 steps
+    earlier, which on the default ramp (100 steps over 8 decades, 0.081 decade a step) is
+    1.5 decades, a factor 33 in LR (where the curve bends faster the shift is smaller: on
+    the tests' known curve the minimum moved from 0.012 to 0.079). So once the ramp has
+    ended, the recorded curve is smoothed again, symmetrically: at each point ``i`` a
+    straight line is fitted by weighted least squares to the points ``i+k``, ``|k| <= h``,
+    ``h = (window-1)/2`` (``window`` = 11 by default, ±0.4 decade of the default ramp), with
+    tricube weights ``(1-(|k|/(h+1))³)³`` (Cleveland's LOESS, 1979, degree 1), and its value
+    at ``i`` is ``smoothed_i = sum_k L_k·x_{i+k}``.
+
+    Why it has no delay: in the interior the weights are symmetric, so ``sum_k k·L_k = 0``
+    and a straight line is reproduced exactly; they are also all positive there (the fit
+    equals the tricube-weighted mean), so the smoothed curve never overshoots a sharp
+    drop or spike, as a local quadratic (Savitzky–Golay) would. What remains is a bias of
+    curvature: ``E[smoothed_i] - f(i) ≈ f''(i)/2 · sum_k k²·L_k`` (5.2 steps² for ``h = 5``,
+    a kernel of 2.3 steps s.d.), which raises a minimum's level but moves its location only
+    by the asymmetry (third derivative) of the valley. The ends: within ``h`` points of
+    either end the window is cut at the end and the line is still fitted, so it is still
+    exact for straight lines (the local line corrects the boundary, Fan & Gijbels 1996);
+    the cost is noise. The noise gain of ``smoothed_i`` is ``sum_k L_k²``: 0.118 in the
+    interior and 0.585 at the very ends for ``window`` = 11 (the moving average's is
+    ``a/(2-a)`` = 0.026, bought with its 19-step delay).
+
+    When every loss is > 0 the fit is made to ``ln(loss)`` and mapped back with ``exp``: a
+    diverging tail grows geometrically with the step index of an exponential ramp (as a
+    power of the LR), nearly a straight line in ``ln(loss)``, whereas on the loss itself its
+    huge values drag the fits beside it; the divergence rule is a ratio too. ``exp`` of the
+    fit is a geometric mean, which lowers the level of a noisy curve a little, not where its
+    features are. With a loss <= 0 anywhere the fit is made to the loss itself.
 
 Param groups
     Only the *ratios* of the groups' learning rates are used: at the start, group ``g`` has
     ``r_g = lr_g / lr_0``; step ``i`` sets group ``g`` to ``r_g · lr_i``. The reported LRs are
     group 0's, and a suggestion applies to group 0 (keep the ratios when you set it).
 
-Suggestions (read on the smoothed curve up to the point where it stopped)
+Did anything train?
+    Only if the smoothed curve's minimum lies below its first value by more than 1 % and by
+    more than 2.5 standard errors of that difference (in ``ln`` units when the fit was made
+    to ``ln(loss)``). The noise ``σ`` of one recorded loss is estimated from the first
+    differences of the raw curve, robustly: ``1.4826·MAD(Δx)/√2`` (a slow trend moves their
+    median, not their spread); the standard error of the difference of the two smoothed
+    values is ``σ·sqrt(g_0 + g_min)`` with their noise gains. Otherwise there are no
+    suggestions, nothing is chosen and the reason says that nothing trained (a flat curve,
+    a rising one, or one whose dip is within its noise).
+
+Suggestions (read on the smoothed curve, up to its minimum)
     ``steepest``
         The LR where the smoothed loss falls fastest per unit of log LR: the central
         difference ``(s[i+k] - s[i-k]) / (ln lr[i+k] - ln lr[i-k])`` with ``k =
@@ -33,22 +80,32 @@ Suggestions (read on the smoothed curve up to the point where it stopped)
         The middle of the longest descending stretch of the smoothed loss. A point (among
         those ``steepest`` looks at) is *descending* when its slope is at least 10 % of the
         steepest slope (``slope_i <= 0.1 · min slope``): a flat plateau at tiny LRs, where
-        the loss only drifts, is not a descent, and small wiggles of the smoothed curve are
-        well under that rate. The longest run of consecutive descending points wins (ties:
-        the larger drop); the suggestion is its point ``first + (last - first) // 2``, for
-        the exponential ramp the geometric middle of its LRs. Omitted when the loss does
-        not fall.
-    ``largest-stable``
-        The LR at the minimum of the smoothed loss, the largest LR before the loss rises,
-        divided by ``safety`` (default 10: Smith's "one order of magnitude below" the
-        LR where training turns unstable). When the loss was still falling at ``end``,
-        the reason says so: the true limit is above ``end``.
+        the loss only drifts, is not a descent. The longest run of consecutive descending
+        points wins (ties: the larger drop); the suggestion is its point ``first + (last -
+        first) // 2``, for the exponential ramp the geometric middle of its LRs. Omitted
+        when the loss does not fall.
+    ``minimum``
+        The LR at the minimum of the smoothed loss: the largest LR at which the loss still
+        fell, beyond which it rises. Smith (2017) takes this point ("when the accuracy
+        slows, becomes ragged, or starts to fall") as the upper bound of a cycle, i.e. the
+        peak of a schedule that warms up to it and decays. It is not the largest *stable*
+        LR: the ramp moves on while an instability grows, so the loss turns up only a few
+        steps after the LR crossed the edge (on a quadratic, gradient descent's bound
+        ``2/λ_max`` is crossed up to ~3× before the minimum on the default ramp; networks,
+        whose sharpness adapts to the LR, train well at it when warmed up to it). When the
+        loss was still falling at ``end``, the reason says so: the minimum lies above ``end``.
+    ``steepest`` and ``valley`` lie below ``minimum`` by construction.
 
 Choice
-    ``choose=None`` takes ``valley`` when there is one, else ``largest-stable``; a named
-    choice that is missing falls back the same way. Whatever is chosen is capped at the LR
-    of the smoothed-loss minimum. ``result.chosen`` / ``result.chosen_lr`` /
-    ``result.chosen_reason`` say what and why.
+    ``choose=None`` takes ``minimum``: the printed ``lrlab train`` line warms up to
+    the chosen LR and decays from it, and on ``benchmarks/find_lr_quality.py`` (LeNet with
+    SGD and AdamW, the unit-6 MLP; grid best chosen on validation accuracy) it is the
+    suggestion that lands next to the grid's best LR, where ``valley`` and ``steepest``
+    land 5–50× below it (the figures are in the README). Before the smoothing lost its
+    delay, ``valley`` read on the lagging average was the default: the lag, not the rule,
+    had put it near the best LR. For a constant LR without warmup, ``valley`` is the
+    cautious pick. ``result.chosen`` / ``chosen_lr`` / ``chosen_reason`` say what and
+    why; ``chosen`` is None when nothing trained or no finite loss was recorded.
 
 What is restored
     Parameters, buffers and gradients are copied back *in place* (tensors keep their
@@ -69,22 +126,25 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lrlab.errors import LrlabError
 from lrlab.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS"]
+__all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS", "ramp", "smooth_curve"]
 
-SUGGESTIONS = ("steepest", "valley", "largest-stable")
+SUGGESTIONS = ("steepest", "valley", "minimum")
 
 _SKIP_FRACTION = 0.05       # steepest: ignore the first 5 % of the points
 _VALLEY_SLOPE = 0.10        # valley: "descending" = falling >= 10 % as fast as the steepest
+_MIN_DROP = 0.01            # trained: the minimum is > 1 % below the start ...
+_DROP_SE = 2.5              # ... and > 2.5 standard errors of the difference below it
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -104,9 +164,12 @@ class LRFinderResult:
     """The curve of an LR range test, its suggestions and the choice.
 
     ``lrs`` are group 0's LRs, ``losses`` the raw training losses, ``smoothed`` their
-    bias-corrected EMA, ``val_losses`` / ``val_smoothed`` the validation curve (or None).
-    Only finite points are in the curve: a NaN/inf loss ends it and is described in
-    ``stop_reason``.
+    zero-phase fit, ``val_losses`` / ``val_smoothed`` the validation curve (or None),
+    ``running`` the causal moving average the divergence stop watched (of the validation
+    loss when there is one). ``curve_used`` is ``"validation"`` or ``"train"``: the curve the
+    suggestions were read from. ``trained`` is False when the loss never fell (then there
+    are no suggestions). Only finite points are in the curve: a NaN/inf loss ends it and is
+    described in ``stop_reason``.
     """
 
     lrs: list[float]
@@ -114,6 +177,9 @@ class LRFinderResult:
     smoothed: list[float]
     val_losses: list[float] | None
     val_smoothed: list[float] | None
+    running: list[float]
+    curve_used: str
+    trained: bool
     suggestions: list[Suggestion]
     chosen: str | None
     chosen_lr: float | None
@@ -138,15 +204,18 @@ class LRFinderResult:
         return d
 
     def summary_lines(self) -> list[str]:
-        """Human-readable lines: how it ended, each suggestion with its reason, the choice."""
+        """Human-readable lines: how it ended, the curve read, each suggestion, the choice."""
         lines = [self.stop_reason]
+        if self.lrs:
+            lines.append(f"suggestions read on the {self.curve_used} loss, smoothed without "
+                         "delay")
         width = max(len(n) for n in SUGGESTIONS)
         for s in self.suggestions:
             lines.append(f"  {s.name:<{width}}  lr {s.lr:.3g}: {s.reason}")
         if self.chosen is not None:
             lines.append(f"chosen: {self.chosen}, lr {self.chosen_lr:.3g} ({self.chosen_reason})")
         else:
-            lines.append(f"no LR chosen: {self.chosen_reason}")
+            lines.append(f"no LR suggested: {self.chosen_reason}")
         return lines
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
@@ -164,10 +233,13 @@ class LRFinderResult:
         fig = Figure(figsize=(7.5, 4.5))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss (raw)")
-        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="loss (smoothed)")
-        if self.val_smoothed is not None:
-            ax.plot(self.lrs, self.val_smoothed, color="C1", lw=2, label="validation (smoothed)")
+        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="train loss (raw)")
+        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="train loss (smoothed)")
+        if self.val_losses is not None and self.val_smoothed is not None:
+            ax.plot(self.lrs, self.val_losses, color="#f5c28e", lw=1,
+                    label="validation loss (raw)")
+            ax.plot(self.lrs, self.val_smoothed, color="C1", lw=2,
+                    label="validation loss (smoothed)")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (group 0)")
         ax.set_ylabel("loss")
@@ -177,15 +249,18 @@ class LRFinderResult:
             hi = max(curve[0], min(max(curve), 3 * max(curve[0], 1e-12)))
             pad = 0.05 * (hi - lo or abs(hi) or 1.0)
             ax.set_ylim(lo - pad, hi + 4 * pad)
-        colours = {"steepest": "C2", "valley": "C3", "largest-stable": "C4"}
+        colours = {"steepest": "C2", "valley": "C3", "minimum": "C4"}
         for s in self.suggestions:
             style = "-" if s.name == self.chosen else "--"
             ax.axvline(s.lr, color=colours.get(s.name, "k"), ls=style, lw=1.5,
                        label=f"{s.name} {s.lr:.2g}" + (" (chosen)" if s.name == self.chosen
                                                        else ""))
-        if self.chosen is not None and self.suggestion(self.chosen) is None:
-            ax.axvline(self.chosen_lr, color="k", lw=1.5, label=f"chosen {self.chosen_lr:.2g}")
-        ax.set_title("LR range test" + (" (stopped early)" if self.stopped_early else ""))
+        title = f"LR range test, read on the {self.curve_used} loss"
+        if not self.trained:
+            title += ": nothing trained"
+        elif self.stopped_early:
+            title += " (stopped early)"
+        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
@@ -202,9 +277,9 @@ class LRFinderResult:
 
 # -- arguments --------------------------------------------------------------------------------
 def _check_args(start: float, end: float, steps: int, mode: str, smooth: float,
-                diverge: float, safety: float, choose: str | None) -> None:
+                diverge: float, choose: str | None) -> None:
     for name, value in (("start", start), ("end", end), ("smooth", smooth),
-                        ("diverge", diverge), ("safety", safety)):
+                        ("diverge", diverge)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not math.isfinite(value):
             raise LrlabError(f"LR range test: {name} must be a finite number, got {value!r}")
@@ -220,8 +295,6 @@ def _check_args(start: float, end: float, steps: int, mode: str, smooth: float,
         raise LrlabError(f"LR range test: smooth must be in (0, 1], got {smooth:g}")
     if diverge <= 1:
         raise LrlabError(f"LR range test: diverge must be > 1, got {diverge:g}")
-    if safety < 1:
-        raise LrlabError(f"LR range test: safety must be >= 1, got {safety:g}")
     if choose is not None and choose not in SUGGESTIONS:
         raise LrlabError(f"LR range test: choose must be one of {', '.join(SUGGESTIONS)}, "
                          f"got {choose!r}")
@@ -354,8 +427,8 @@ def find_lr(
     smooth: float = 0.05,
     diverge: float = 4.0,
     val_batches: Iterable[Batch] | None = None,
-    safety: float = 10.0,
     *,
+    window: int = 11,
     choose: str | None = None,
     autocast: torch.dtype | None = None,
 ) -> LRFinderResult:
@@ -371,22 +444,27 @@ def find_lr(
         start, end: first and last LR of group 0 (``0 < start < end``).
         steps: number of updates (>= 5).
         mode: ``"exp"`` (geometric ramp) or ``"linear"``.
-        smooth: weight of the newest loss in the bias-corrected moving average.
-        diverge: stop when the smoothed loss exceeds ``diverge`` × its minimum so far.
-        val_batches: optional small fixed set of ``(x, y)`` evaluated after every update;
-            its smoothed loss is then the curve the suggestions are read from.
-        safety: ``largest-stable`` divides the LR of the loss minimum by this (default 10).
-        choose: ``"steepest"``, ``"valley"`` or ``"largest-stable"``; None: the default
-            policy (``valley``, else ``largest-stable``).
+        smooth: the weight of the newest loss in the causal moving average that the
+            divergence stop watches (not the curve the suggestions are read on).
+        diverge: stop when the moving average exceeds ``diverge`` × its minimum so far.
+        val_batches: optional fixed set of ``(x, y)`` evaluated after every update; its loss
+            is then the curve the stop watches and the suggestions are read from.
+        window: points (odd, >= 1) of the centred local-linear fit the suggestions are read
+            on (module docstring); 1: the raw curve.
+        choose: ``"steepest"``, ``"valley"`` or ``"minimum"``; None: the default,
+            ``minimum`` (module docstring).
         autocast: run the forward pass under ``torch.autocast`` with this dtype.
 
     Returns:
-        The :class:`LRFinderResult`.
+        The :class:`LRFinderResult`; its ``chosen`` is None when nothing trained.
 
     Raises:
         LrlabError: bad arguments, empty batches, or a batch that is not a pair.
     """
-    _check_args(start, end, steps, mode, smooth, diverge, safety, choose)
+    _check_args(start, end, steps, mode, smooth, diverge, choose)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise LrlabError(f"LR range test: window must be an odd number of points >= 1, got "
+                         f"{window!r}")
     groups = optimizer.param_groups
     lr0 = _as_float(groups[0]["lr"])
     if not lr0 > 0 or not math.isfinite(lr0):
@@ -400,10 +478,9 @@ def find_lr(
 
     lrs: list[float] = []
     losses: list[float] = []
-    smoothed: list[float] = []
-    val_losses: list[float] | None = [] if val is not None else None
-    val_smoothed: list[float] | None = [] if val is not None else None
-    avg = val_avg = 0.0
+    val_losses: list[float] = []
+    running: list[float] = []
+    avg = 0.0
     stopped_early, stop_reason = False, ""
     best = math.inf
 
@@ -433,30 +510,25 @@ def find_lr(
                 break
             loss.backward()
             optimizer.step()
-            bias = 1 - (1 - smooth) ** (i + 1)
-            avg = (1 - smooth) * avg + smooth * value
-            lrs.append(lr)
-            losses.append(value)
-            smoothed.append(avg / bias)
-            tracked = smoothed
+            watched = value
             if val is not None:
-                v = _evaluate(model, loss_fn, val, cast)
-                if not math.isfinite(v):
-                    for points in (lrs, losses, smoothed):
-                        points.pop()
+                watched = _evaluate(model, loss_fn, val, cast)
+                if not math.isfinite(watched):
                     stopped_early = True
                     stop_reason = (f"stopped early at step {i + 1} of {steps}: the validation "
-                                   f"loss became {v} after the update with lr {lr:.3g}")
+                                   f"loss became {watched} after the update with lr {lr:.3g}")
                     break
-                val_avg = (1 - smooth) * val_avg + smooth * v
-                val_losses.append(v)  # type: ignore[union-attr]
-                val_smoothed.append(val_avg / bias)  # type: ignore[union-attr]
-                tracked = val_smoothed  # type: ignore[assignment]
-            best = min(best, tracked[-1])
-            if i > 0 and tracked[-1] > diverge * best:
+                val_losses.append(watched)
+            lrs.append(lr)
+            losses.append(value)
+            avg = (1 - smooth) * avg + smooth * watched
+            running.append(avg / (1 - (1 - smooth) ** (i + 1)))
+            best = min(best, running[-1])
+            if i > 0 and running[-1] > diverge * best:
                 stopped_early = True
-                stop_reason = (f"stopped early at step {i + 1} of {steps}: the smoothed loss "
-                               f"{tracked[-1]:.4g} at lr {lr:.3g} exceeds {diverge:g} × its "
+                stop_reason = (f"stopped early at step {i + 1} of {steps}: the moving average "
+                               f"of the {'validation ' if val is not None else ''}loss "
+                               f"{running[-1]:.4g} at lr {lr:.3g} exceeds {diverge:g} × its "
                                f"minimum {best:.4g}")
                 break
         else:
@@ -465,14 +537,24 @@ def find_lr(
         snapshot.restore()
 
     settings = {"start": start, "end": end, "steps": steps, "mode": mode, "smooth": smooth,
-                "diverge": diverge, "safety": safety, "group_ratios": ratios,
+                "window": window, "diverge": diverge, "group_ratios": ratios,
                 "steps_run": len(lrs), "time_s": time.perf_counter() - t0}
-    curve = val_smoothed if val_smoothed is not None else smoothed
-    suggestions = _suggest(lrs, curve, safety, smooth, stopped_early, end)
-    chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, lrs, curve)
+    smoothed, gains = smooth_curve(losses, window)
+    read_on, curve = losses, smoothed
+    if val is not None:
+        read_on = val_losses
+        curve, gains = smooth_curve(val_losses, window)
+    trained, untrained_why = _trained(read_on, curve, gains)
+    suggestions: list[Suggestion] = []
+    if trained:
+        suggestions = _suggest(lrs, curve, stopped_early, end)
+    chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, untrained_why)
     return LRFinderResult(
-        lrs=lrs, losses=losses, smoothed=smoothed, val_losses=val_losses,
-        val_smoothed=val_smoothed, suggestions=suggestions, chosen=chosen, chosen_lr=chosen_lr,
+        lrs=lrs, losses=losses, smoothed=smoothed,
+        val_losses=val_losses if val is not None else None,
+        val_smoothed=curve if val is not None else None, running=running,
+        curve_used="validation" if val is not None else "train", trained=trained,
+        suggestions=suggestions, chosen=chosen, chosen_lr=chosen_lr,
         chosen_reason=chosen_reason, stopped_early=stopped_early, stop_reason=stop_reason,
         settings=settings)
 
@@ -484,6 +566,7 @@ def _device_type(model: torch.nn.Module) -> str:
 
 def _evaluate(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
               val: list[Any], cast: Callable[[], contextlib.AbstractContextManager]) -> float:
+    """Mean loss over the examples of ``val`` (batch losses weighted by their sizes)."""
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -498,12 +581,73 @@ def _evaluate(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Tensor], tor
     return total / max(count, 1)
 
 
+# -- the smoothed curve -----------------------------------------------------------------------
+def _local_line_weights(offsets: np.ndarray, h: int) -> np.ndarray:
+    """Weights ``L_k`` with ``sum_k L_k·y_k`` = the tricube-weighted least-squares line
+    through the points at ``offsets`` (from the fitted point), evaluated at offset 0."""
+    w = (1 - (np.abs(offsets) / (h + 1)) ** 3) ** 3
+    design = np.stack([np.ones_like(offsets), offsets], axis=1).astype(np.float64)
+    gram = design.T @ (w[:, None] * design)
+    return np.linalg.solve(gram, (design * w[:, None]).T)[0]
+
+
+def smooth_curve(values: Sequence[float], window: int = 11) -> tuple[list[float], list[float]]:
+    """The zero-phase local-linear fit of ``values`` and each point's noise gain.
+
+    Fits ``ln(values)`` when every value is > 0 (then maps back with ``exp``), else the
+    values, with a tricube-weighted line over the ``window`` points centred on each point
+    (fewer at the ends). Returns ``(smoothed, gains)``, ``gains[i] = sum_k L_k²`` of the
+    weights that made ``smoothed[i]`` (see the module docstring).
+    """
+    n = len(values)
+    y = np.asarray(values, dtype=np.float64)
+    h = (window - 1) // 2
+    if h < 1 or n < 3:
+        return [float(v) for v in y], [1.0] * n
+    logged = bool(np.all(y > 0))
+    if logged:
+        y = np.log(y)
+    out = np.empty(n)
+    gains = np.empty(n)
+    for i in range(n):
+        lo, hi = max(0, i - h), min(n, i + h + 1)
+        weights = _local_line_weights(np.arange(lo - i, hi - i, dtype=np.float64), h)
+        out[i] = weights @ y[lo:hi]
+        gains[i] = weights @ weights
+    if logged:
+        out = np.exp(out)
+    return [float(v) for v in out], [float(g) for g in gains]
+
+
+def _trained(raw: list[float], s: list[float], gains: list[float]) -> tuple[bool, str]:
+    """Did the smoothed loss fall below its start by more than noise? (module docstring)"""
+    if not s:
+        return False, "the range test recorded no finite loss"
+    i_min = min(range(len(s)), key=lambda i: s[i])
+    logged = all(v > 0 for v in raw)
+    tr = np.log if logged else np.asarray
+    x = np.asarray(tr(np.asarray(raw, dtype=np.float64)))
+    diffs = np.diff(x)
+    sigma = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2) \
+        if len(diffs) else 0.0
+    se = sigma * math.sqrt(gains[0] + gains[i_min])
+    if logged:
+        drop, floor = math.log(s[0] / s[i_min]), -math.log(1 - _MIN_DROP)
+    else:
+        drop, floor = s[0] - s[i_min], _MIN_DROP * abs(s[0])
+    if drop > max(floor, _DROP_SE * se):
+        return True, ""
+    units = " (in ln units)" if logged else ""
+    return False, (f"nothing trained: the smoothed loss never fell clearly below its first "
+                   f"value {s[0]:.4g} (lowest {s[i_min]:.4g}; a fall counts when it exceeds "
+                   f"{_MIN_DROP:.0%} and {_DROP_SE:g} standard errors, {_DROP_SE * se:.3g}"
+                   f"{units}); check the model, the data and the loss, or the LR range")
+
+
 # -- suggestions ------------------------------------------------------------------------------
-def _suggest(lrs: list[float], s: list[float], safety: float, smooth: float,
-             stopped_early: bool, end: float) -> list[Suggestion]:
+def _suggest(lrs: list[float], s: list[float], stopped_early: bool,
+             end: float) -> list[Suggestion]:
     n = len(s)
-    if n == 0:
-        return []
     i_min = min(range(n), key=lambda i: s[i])
     out: list[Suggestion] = []
     steep = _steepest(lrs, s, i_min)
@@ -513,21 +657,15 @@ def _suggest(lrs: list[float], s: list[float], safety: float, smooth: float,
     if valley is not None:
         out.append(valley)
     lr_min = lrs[i_min]
-    lag = round((1 - smooth) / smooth)
     if i_min == n - 1 and not stopped_early:
         why = (f"the smoothed loss was still falling at the end of the ramp (lowest, "
                f"{s[i_min]:.4g}, at the last lr {lr_min:.3g}), so the limit lies above "
-               f"{end:.3g}; {lr_min:.3g} / {safety:g} for safety — rerun with a larger end")
-    elif i_min == 0:
-        why = (f"the smoothed loss never fell below its first value {s[0]:.4g} (lr "
-               f"{lr_min:.3g}): nothing trained; {lr_min:.3g} / {safety:g} — rerun with a "
-               "smaller start")
+               f"{end:.3g}: rerun with a larger end")
     else:
-        why = (f"the smoothed loss is lowest ({s[i_min]:.4g}) at lr {lr_min:.3g} and rises "
-               f"after it (the moving average trails the raw loss by ~{lag} steps); "
-               f"{lr_min:.3g} / {safety:g} (Smith 2017: an order of magnitude below the onset "
-               "of instability)")
-    out.append(Suggestion("largest-stable", lr_min / safety, why, i_min))
+        why = (f"the smoothed loss is lowest here ({s[i_min]:.4g}) and rises at larger LRs "
+               "(Smith 2017: the peak of a schedule that warms up and decays; the ramp "
+               "crosses the edge of stability a few steps before the loss turns up)")
+    out.append(Suggestion("minimum", lr_min, why, i_min))
     return out
 
 
@@ -576,24 +714,14 @@ def _valley(lrs: list[float], s: list[float], i_min: int) -> Suggestion | None:
     return Suggestion("valley", lrs[idx], why, idx)
 
 
-def _choose(suggestions: list[Suggestion], choose: str | None, lrs: list[float],
-            s: list[float]) -> tuple[str | None, float | None, str]:
+def _choose(suggestions: list[Suggestion], choose: str | None,
+            untrained_why: str) -> tuple[str | None, float | None, str]:
+    """The suggestion to use and why (every suggestion is at or below the minimum's LR)."""
     if not suggestions:
-        return None, None, "the range test recorded no finite loss"
+        return None, None, untrained_why
     by_name = {x.name: x for x in suggestions}
-    note = ""
     if choose is not None and choose in by_name:
-        pick, why = by_name[choose], "as asked"
-    else:
-        if choose is not None:
-            note = f"no {choose} suggestion on this curve; "
-        if "valley" in by_name:
-            pick, why = by_name["valley"], "the default: valley"
-        else:
-            pick, why = by_name["largest-stable"], "the default: largest-stable, as no valley"
-    i_min = min(range(len(s)), key=lambda i: s[i])
-    lr = pick.lr
-    if lr > lrs[i_min]:
-        lr = lrs[i_min]
-        why += f", capped at the lr of the smoothed-loss minimum {lr:.3g}"
-    return pick.name, lr, note + why
+        return choose, by_name[choose].lr, "as asked"
+    note = f"no {choose} suggestion on this curve; " if choose is not None else ""
+    pick = by_name["minimum"]
+    return pick.name, pick.lr, note + "the default: minimum"

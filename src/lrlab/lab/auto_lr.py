@@ -10,10 +10,31 @@ result with the ``lrlab train`` command line that uses it.
 
 ``pick_lr(trainer)`` is the same test inside a run being set up (``--lr auto``).
 
+Which curve chooses: whatever chooses reads validation (DESIGN.md, *Honest numbers*). When
+the dataset has a validation split, the model is evaluated after every update of the ramp
+on a fixed subset of it, ``VAL_EXAMPLES`` = 2,048 examples (all of them when the split is
+smaller: 1,600 for ``classification``, 200 for ``blobs``), drawn once by a permutation
+seeded with ``VAL_SUBSET_SEED`` (the same examples for every run and seed), in batches of
+``eval_batch_size``; the suggestions are read on that validation loss. Without a
+validation split (``val_size=0``) they are read on the training loss, as before. The result
+says which (``curve_used``, and ``settings["val_examples"]``).
+What it costs: one forward pass over the 2,048 examples per update. Measured for LeNet on
+Fashion-MNIST (batch 256, one CPU thread, ``benchmarks/find_lr_quality.py --cost-only``):
+see the module docstring of that benchmark and the README; 2,048 examples of a fixed set
+give a validation curve whose step-to-step noise is far below a training batch's, and a
+smaller set (512) saves time at the price of a noisier curve.
+
 Batch-size scaling: the test measures the LR for the batch it ran with (the global batch).
 When the config scales its LR (``scale_lr`` linear/sqrt from ``ref_batch``), the LR handed
 back as the base is the found LR divided by that scaling factor, so the trainer's scaling
 brings it back to exactly the LR that was measured.
+
+The suggested schedule is built from Schedule objects, never by editing strings: the
+run's own schedule ``parse(config.schedule)`` with ``warmup("1ep") >>`` in front of it (a
+``* plateau(...)`` factor is kept as it is), unless it already starts with a warmup (or a
+``onecycle``, which ramps up by itself); the default ``constant()`` becomes
+``warmup(1ep) >> cosine()``. If the warmup does not fit the run (fixed phase lengths that
+already fill it), the run's own schedule is suggested unchanged and the note says why.
 """
 
 from __future__ import annotations
@@ -31,13 +52,25 @@ import torch.nn.functional as F
 from lrlab.errors import LrlabError
 from lrlab.finder import LRFinderResult, find_lr
 from lrlab.lab.config import TrainConfig
+from lrlab.schedules import Schedule, parse
 
-__all__ = ["run_find_lr", "pick_lr", "train_command", "default_plot_path", "FINDER_DEFAULTS"]
+__all__ = ["run_find_lr", "pick_lr", "train_command", "suggested_schedule",
+           "default_plot_path", "validation_batches", "FINDER_DEFAULTS", "VAL_EXAMPLES",
+           "VAL_SUBSET_SEED"]
 
 FINDER_DEFAULTS: dict[str, Any] = {"start": 1e-7, "end": 10.0, "steps": 100, "mode": "exp"}
 
+#: Validation examples evaluated after every update of the ramp (module docstring).
+VAL_EXAMPLES = 2048
+#: Seed of the permutation that picks them (fixed: every run sees the same examples).
+VAL_SUBSET_SEED = 20_240_917
+
 _SEED_OFFSET = 7_777_777  # the batch order of the test differs from every training epoch's
 _ADAM_FAMILY = ("adam", "adamw", "amsgrad", "adam-nobias")
+# fields of TrainConfig that the printed train line does not carry, and why
+_NOT_CARRIED = {"lr": "replaced by the chosen LR", "schedule": "replaced by the suggestion",
+                "quiet": "find-lr's own output setting",
+                "eval_batch_size": "no flag: set it in a --config file"}
 
 
 def default_plot_path(config: TrainConfig) -> Path:
@@ -62,6 +95,30 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int,
             yield xb, y[idx]
 
 
+def validation_batches(data: Any, eval_batch: int, channels_last: bool = False,
+                       examples: int = VAL_EXAMPLES) -> list[tuple[torch.Tensor, torch.Tensor]] \
+        | None:
+    """The fixed validation subset the range test reads, in batches; None without a split.
+
+    ``min(examples, n_val)`` examples chosen by a permutation seeded with
+    ``VAL_SUBSET_SEED``, kept in the split's order, cut into batches of ``eval_batch``.
+    """
+    x, y = getattr(data, "x_val", None), getattr(data, "y_val", None)
+    if x is None or y is None or len(y) == 0:
+        return None
+    n = len(y)
+    gen = torch.Generator().manual_seed(VAL_SUBSET_SEED)
+    idx = torch.randperm(n, generator=gen)[:min(examples, n)].sort().values.to(x.device)
+    xs, ys = x[idx], y[idx]
+    out = []
+    for s in range(0, len(ys), eval_batch):
+        xb = xs[s:s + eval_batch]
+        if channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        out.append((xb, ys[s:s + eval_batch]))
+    return out
+
+
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out.float(), y)
 
@@ -75,41 +132,50 @@ def _lr_scale(config: TrainConfig, global_batch: int) -> float:
     return scale_lr(1.0, global_batch, config.ref_batch, rule=config.scale_lr)
 
 
-def _run(config: TrainConfig, model: torch.nn.Module, data: Any, device: torch.device,
-         amp: torch.dtype | None, global_batch: int, start: float, end: float, steps: int,
-         mode: str, choose: str | None) -> LRFinderResult:
+def _build_optimizer(config: TrainConfig, model: torch.nn.Module,
+                     lr: float) -> torch.optim.Optimizer:
     from lrlab.lab.trainer import _optimizer_hyper
     from lrlab.optim import build_optimizer
 
     # the same param groups as training (no-decay, lr_mult, layer decay): their ratios hold
-    optimizer = build_optimizer(config.optimizer, model, start, config.weight_decay,
-                                no_decay=config.no_decay, lr_mult=config.lr_mult or None,
-                                layer_decay=config.layer_decay, **_optimizer_hyper(config))
-    batches = _batches(data.x_train, data.y_train, global_batch, config.seed,
-                       config.use_channels_last(device.type))
+    return build_optimizer(config.optimizer, model, lr, config.weight_decay,
+                           no_decay=config.no_decay, lr_mult=config.lr_mult or None,
+                           layer_decay=config.layer_decay, **_optimizer_hyper(config))
+
+
+def _run(config: TrainConfig, model: torch.nn.Module, data: Any, device: torch.device,
+         amp: torch.dtype | None, global_batch: int, start: float, end: float, steps: int,
+         mode: str, choose: str | None) -> LRFinderResult:
+    optimizer = _build_optimizer(config, model, start)
+    channels_last = config.use_channels_last(device.type)
+    batches = _batches(data.x_train, data.y_train, global_batch, config.seed, channels_last)
+    val = validation_batches(data, config.eval_batch_size, channels_last)
     result = find_lr(model, optimizer, _loss, batches, start=start, end=end, steps=steps,
-                     mode=mode, choose=choose, autocast=amp)
+                     mode=mode, choose=choose, autocast=amp, val_batches=val)
     n = len(data.x_train)
     used = min(global_batch, n)
     result.settings.update(batch=used, n_train=n,
-                           epochs_equivalent=result.settings["steps_run"] * used / n)
+                           epochs_equivalent=result.settings["steps_run"] * used / n,
+                           val_examples=sum(len(b[1]) for b in val) if val else 0)
     return result
 
 
 def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, steps: int = 100,
                 mode: str = "exp", choose: str | None = None,
-                plot_path: str | Path | None = None) -> tuple[LRFinderResult, str]:
+                plot_path: str | Path | None = None) -> tuple[LRFinderResult, str | None]:
     """Run the LR range test for ``config``; write the plot; suggest a ``lrlab train`` line.
 
     Args:
-        config: the run the LR is for (dataset, model, optimizer and its hyper-parameters,
-            batch size, seed, device...). Its ``lr`` and ``schedule`` are not used.
+        config: the run the LR is for (dataset and its validation split, model, optimizer
+            and its hyper-parameters, batch size, seed, device...). Its ``lr`` is not used;
+            its ``schedule`` is the base of the suggested one.
         start, end, steps, mode: the ramp (see :func:`lrlab.finder.find_lr`).
-        choose: ``steepest``, ``valley`` or ``largest-stable`` (None: the default policy).
+        choose: ``steepest``, ``valley`` or ``minimum`` (None: the default, ``minimum``).
         plot_path: where to write the plot (None: no plot).
 
     Returns:
-        The result, and the command line that trains with the chosen LR.
+        The result, and the command line that trains with the chosen LR (None when nothing
+        trained: ``result.chosen_reason`` says so).
     """
     from lrlab.lab.data import load_dataset
     from lrlab.lab.device import autocast_dtype, select_device
@@ -120,8 +186,8 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
         torch.set_num_threads(config.threads)
     device = select_device(config.device)
     amp = autocast_dtype(device, config.amp)
-    data = load_dataset(config.dataset, config.data_dir, seed=config.seed,
-                        limit=config.limit, pixels=config.pixels).to(device)
+    data = load_dataset(config.dataset, config.data_dir, seed=config.seed, limit=config.limit,
+                        pixels=config.pixels, val_size=config.val_size).to(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     hidden = parse_hidden(config.hidden) if config.hidden else None
@@ -129,30 +195,60 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
     if config.use_channels_last(device.type) and data.x_train.dim() == 4:
         model = model.to(memory_format=torch.channels_last)
     global_batch = config.batch_size * config.accumulate
+    updates_per_epoch = math.ceil(len(data.x_train) / global_batch)
+    why = _fits(config, parse(config.schedule), updates_per_epoch)
+    if why is not None:  # the run itself could not start: say so before the test runs
+        raise LrlabError(f"schedule {config.schedule!r} does not fit this run: {why}")
     result = _run(config, model, data, device, amp, global_batch, start, end, steps, mode,
                   choose)
     if plot_path is not None:
         result.settings["plot"] = str(result.plot(plot_path))
-    updates_per_epoch = math.ceil(len(data.x_train) / global_batch)
-    return result, train_command(config, result, updates_per_epoch)
+    if result.chosen_lr is None:
+        return result, None
+    return result, train_command(config, result.chosen_lr, updates_per_epoch)
 
 
-def _warmup(config: TrainConfig, updates_per_epoch: int) -> tuple[str, str]:
-    """The schedule to suggest and a sentence on its warmup."""
-    spec = config.schedule.strip()
-    default = TrainConfig.__dataclass_fields__["schedule"].default
-    if spec.startswith("warmup"):
-        schedule = spec
-        note = "your schedule already starts with a warmup"
+def _fits(config: TrainConfig, schedule: Schedule, updates_per_epoch: int) -> str | None:
+    """None when the trainer can bind ``schedule`` to this run, else the reason it cannot."""
+    from lrlab.scheduler import Scheduler
+
+    optimizer = _build_optimizer(config, torch.nn.Linear(1, 1), 1.0)
+    try:
+        Scheduler(optimizer, schedule, total_steps=updates_per_epoch * config.epochs,
+                  steps_per_epoch=updates_per_epoch, per=config.per,  # type: ignore[arg-type]
+                  epochs=config.epochs if config.per == "epoch" else None)
+    except LrlabError as exc:
+        return " ".join(str(exc).split())
+    return None
+
+
+def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Schedule, str]:
+    """The schedule to train the chosen LR with, and a sentence on its warmup.
+
+    Composed from Schedule objects (module docstring), so ``str()`` of it always parses.
+    """
+    from lrlab.schedules import constant, cosine, warmup
+
+    own = parse(config.schedule)
+    if own.phases[0].name in ("warmup", "onecycle"):
+        schedule, note = own, f"your schedule already starts with a {own.phases[0].name}"
     else:
-        schedule = "warmup(1ep) >> cosine()" if spec == default else f"warmup(1ep) >> {spec}"
+        base = cosine() if own == constant() else own
+        schedule = warmup("1ep") >> base
         note = (f"warmup(1ep) ramps the LR up over the first epoch ({updates_per_epoch} "
                 "updates): the range test started cold at tiny LRs, training starts at the "
                 "chosen one")
+        if base is not own:
+            note += "; your schedule was the default constant(), so the LR decays with cosine()"
+        why = _fits(config, schedule, updates_per_epoch)
+        if why is not None:
+            schedule = own
+            note = (f"your schedule is kept without a warmup: with warmup(1ep) in front it "
+                    f"does not fit the run ({why})")
     if config.optimizer in _ADAM_FAMILY:
         beta2 = config.betas[1] if config.betas is not None else 0.999
         try:
-            from lrlab.optim import untuned_warmup_steps
+            from lrlab.schedules import untuned_warmup_steps
 
             w = untuned_warmup_steps(beta2)
         except LrlabError:
@@ -163,33 +259,44 @@ def _warmup(config: TrainConfig, updates_per_epoch: int) -> tuple[str, str]:
     return schedule, note
 
 
-def train_command(config: TrainConfig, result: LRFinderResult, updates_per_epoch: int) -> str:
-    """The ``lrlab train`` line for ``config`` with the chosen LR and a warmup schedule.
-
-    Flags are given only where ``config`` differs from the defaults; the LR is the chosen
-    one divided by the config's batch-size scaling factor (see the module docstring). The
-    returned string is the command, then ``\\n# `` and a sentence on the warmup.
-    """
-    if result.chosen_lr is None:
-        raise LrlabError("the LR range test gave no usable loss; nothing to suggest")
+def _flags(config: TrainConfig) -> list[str]:
+    """The train flags that give ``config`` (where it differs from the defaults)."""
     defaults = TrainConfig()
-    lr = result.chosen_lr / _lr_scale(config, config.batch_size * config.accumulate)
-    schedule, note = _warmup(config, updates_per_epoch)
-    args = ["lrlab", "train"]
-    skip = {"lr", "schedule", "quiet", "name", "extra", "eval_batch_size"}
+    args: list[str] = []
     for name in TrainConfig.__dataclass_fields__:
         value = getattr(config, name)
-        if name in skip or value == getattr(defaults, name):
+        if name in _NOT_CARRIED or value == getattr(defaults, name):
             continue
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
+        if name == "channels_last":
+            args.append(flag if value else "--no-channels-last")
+        elif isinstance(value, bool):
             if value:
                 args.append(flag)
         elif name == "betas":
-            args += [flag, f"{value[0]:g},{value[1]:g}"]
+            args += [flag, f"{value[0]!r},{value[1]!r}"]
+        elif name == "no_decay":
+            for pattern in value:
+                args += [flag, pattern]
+        elif name == "lr_mult":
+            for pattern, mult in value.items():
+                args += [flag, f"{pattern}={mult!r}"]
         else:
-            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    args += ["--lr", f"{lr:.3g}", "--schedule", schedule]
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args
+
+
+def train_command(config: TrainConfig, chosen_lr: float, updates_per_epoch: int) -> str:
+    """The ``lrlab train`` line for ``config`` with ``chosen_lr`` and a warmup schedule.
+
+    Flags are given only where ``config`` differs from the defaults (``eval_batch_size``
+    has no flag and is not carried); the LR is ``chosen_lr`` divided by the config's
+    batch-size scaling factor (see the module docstring). The returned string is the
+    command, then ``\\n# `` and a sentence on the warmup.
+    """
+    lr = chosen_lr / _lr_scale(config, config.batch_size * config.accumulate)
+    schedule, note = suggested_schedule(config, updates_per_epoch)
+    args = ["lrlab", "train", *_flags(config), "--lr", f"{lr:.3g}", "--schedule", str(schedule)]
     return " ".join(shlex.quote(a) for a in args) + f"\n# {note}"
 
 
@@ -200,7 +307,8 @@ def pick_lr(trainer: Any) -> tuple[float, dict[str, Any]]:
     exactly as a run given the chosen LR would. Returns the base LR (the chosen LR divided
     by the config's batch-size scaling factor) and the record written to ``lr_finder.json``:
     the result's ``to_dict()`` with ``chosen``, ``lr_found`` and ``lr_base``. Under
-    torchrun the test runs on rank 0 and its choice is broadcast.
+    torchrun the test runs on rank 0 and its choice is broadcast. When nothing trained,
+    LrlabError (one line): a run needs an LR, and the test found none.
     """
     config: TrainConfig = trainer.config
     dist = getattr(trainer, "dist", None)
@@ -211,12 +319,15 @@ def pick_lr(trainer: Any) -> tuple[float, dict[str, Any]]:
         result = _run(config, trainer.model, trainer.data, trainer.device, trainer.amp,
                       trainer.global_batch, s["start"], s["end"], s["steps"], s["mode"], None)
         if result.chosen_lr is None:
-            raise LrlabError("--lr auto: the LR range test gave no usable loss ("
-                             f"{result.stop_reason}); give --lr a number")
-        base = result.chosen_lr / _lr_scale(config, trainer.global_batch)
-        record = result.to_dict()
-        record.update(chosen=result.chosen, lr_found=result.chosen_lr, lr_base=base)
+            record = {"error": f"--lr auto: the LR range test suggests no LR "
+                               f"({result.chosen_reason}); give --lr a number"}
+        else:
+            base = result.chosen_lr / _lr_scale(config, trainer.global_batch)
+            record = result.to_dict()
+            record.update(chosen=result.chosen, lr_found=result.chosen_lr, lr_base=base)
     if distributed:
         record = dist.broadcast_object(record)  # type: ignore[assignment]
     assert record is not None
+    if "error" in record:
+        raise LrlabError(record["error"])
     return float(record["lr_base"]), record
