@@ -16,7 +16,7 @@ import pytest
 
 from lrlab.cli import main
 from lrlab.errors import LrlabError
-from lrlab.lab.compare import parse_grid, plan_comparison, split_grid_values
+from lrlab.lab.plan import parse_grid, plan_comparison, split_grid_values
 from lrlab.lab.presets import PRESETS
 from lrlab.lab.records import read_jsonl
 from lrlab.schedules import Context, parse

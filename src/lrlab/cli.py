@@ -394,9 +394,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lrlab.lab.compare import parse_grid, plan_comparison, run_comparison
+    from lrlab.lab.compare import compare
     from lrlab.lab.config import TrainConfig
-    from lrlab.lab.report import write_report
 
     if args.list:
         from lrlab.lab.presets import PRESETS
@@ -419,35 +418,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         except ValueError:
             raise LrlabError(f"--seeds: expected integers like 0,1,2, got {args.seeds!r}") \
                 from None
-    plan = plan_comparison(preset=args.preset, file=args.file or args.config,
-                           grid=parse_grid(args.grid), seeds=seeds,
-                           epochs=getattr(args, "epochs", None), overrides=overrides,
-                           out=getattr(args, "out", None))
-    if args.trace and all(args.trace not in (d["label"], r.name)
-                          for d in plan.labels for r in plan.runs):
-        raise LrlabError(f"--trace: no run labelled {args.trace!r}; labels: "
-                         + ", ".join(d["label"] for d in plan.labels))
-    quiet = bool(getattr(args, "quiet", False))
-    labels = len(plan.labels)
-    if not quiet:
-        n_seeds = len(plan.runs) // max(labels, 1)
-        print(f"{plan.title}\n{len(plan.runs)} runs ({labels} labels × {n_seeds} "
-              f"seed{'s' if n_seeds > 1 else ''}) in {plan.out}, {args.jobs} at a time")
-    from lrlab.lab.compare import sigterm_as_interrupt
-
-    try:
-        with sigterm_as_interrupt():  # `kill PID` stops the comparison like Ctrl-C does
-            outcomes = run_comparison(plan, args.jobs, echo=not quiet,
-                                      nproc_per_run=args.nproc_per_run, force=args.force)
-    except KeyboardInterrupt:
+    result = compare(preset=args.preset, file=args.file or args.config, grid=args.grid,
+                     seeds=seeds, epochs=getattr(args, "epochs", None), overrides=overrides,
+                     out=getattr(args, "out", None), jobs=args.jobs,
+                     nproc_per_run=args.nproc_per_run, force=args.force, trace=args.trace,
+                     echo=not getattr(args, "quiet", False))
+    if result.interrupted:
         print(f"lrlab compare: interrupted; run the same command again to resume "
-              f"({plan.out})", file=sys.stderr)
+              f"({result.plan.out})", file=sys.stderr)
         return 130
-    files = write_report(plan.out, trace=args.trace)
+    files = result.report
+    assert files is not None
     for line in files.headline:
         print(line)
     print(f"report: {files.html}\n        {files.markdown}\ntable:  {files.csv}")
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 1 if result.failed else 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -133,6 +133,14 @@ class TrainConfig:
         d["model"] = self.resolved_model()
         return {k: v for k, v in d.items() if k not in _EXECUTION_FIELDS}
 
+    def result_diff(self, stored: dict[str, Any]) -> list[str]:
+        """The result fields whose value in ``stored`` (a run's config.json) differs from
+        this config's: what forbids resuming that run with this config. A field the record
+        does not hold (a record of an older lrlab) is not compared."""
+        ours = self.result_fields()
+        return sorted(k for k, v in ours.items() if k in stored and stored[k] != v
+                      and not (k == "model" and stored[k] is None))
+
     def fingerprint(self) -> str:
         blob = json.dumps(self.result_fields(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]

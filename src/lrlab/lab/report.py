@@ -89,7 +89,7 @@ def load_runs(directory: str | Path) -> tuple[dict[str, Any], list[RunData]]:
         raise LrlabError(f"{d} is not a directory")
     meta_path = d / "comparison.json"
     if meta_path.exists():
-        from lrlab.lab.compare import read_comparison
+        from lrlab.lab.plan import read_comparison
 
         meta = read_comparison(d)
         failures = meta.get("failures") or {}

@@ -287,11 +287,7 @@ class _Trainer:
         if not self.resume:
             raise LrlabError(f"run directory {self.records.path} already exists; use "
                              "--resume to continue it, or --name/--out for a new run")
-        ours = cfg.result_fields()
-        theirs = {k: v for k, v in stored.items() if k in ours}
-        if stored.get("model") is None:
-            theirs["model"] = ours["model"]
-        diff = sorted(k for k in ours if k in theirs and theirs[k] != ours[k] and k != "epochs")
+        diff = [k for k in cfg.result_diff(stored) if k != "epochs"]  # epochs may grow
         if diff:
             raise LrlabError(f"cannot resume {self.records.path}: its config differs in "
                              f"{', '.join(diff)}")
