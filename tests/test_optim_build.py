@@ -12,7 +12,6 @@ from lrlab.errors import LrlabError
 from lrlab.optim import (
     OPTIMIZERS,
     build_optimizer,
-    describe_optimizer,
     layer_ids,
     param_groups,
     scale_lr,
@@ -323,12 +322,6 @@ def test_first_updates_follow_each_formula(name: str) -> None:
                                        atol=1e-14, msg=f"{name}: update {t} of {key}")
 
 
-def test_describe_optimizer_one_line_per_name() -> None:
-    for name in OPTIMIZERS:
-        text = describe_optimizer(name)
-        assert text.startswith(f"{name}: ") and "\n" not in text
-
-
 def test_expected_classes_and_defaults() -> None:
     params = [nn.Parameter(torch.zeros(2))]
     mom = build_optimizer("momentum", params, lr=0.1)
@@ -349,8 +342,6 @@ def test_unknown_name_lists_valid_names() -> None:
     msg = str(info.value)
     assert "'adan'" in msg and "\n" not in msg
     assert all(n in msg for n in OPTIMIZERS)
-    with pytest.raises(LrlabError, match="adan"):
-        describe_optimizer("adan")
 
 
 def test_unknown_keyword_names_it_and_lists_valid() -> None:

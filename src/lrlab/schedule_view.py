@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lrlab.errors import LrlabError
+from lrlab.files import atomic_file
 from lrlab.schedules import Context, Schedule, parse
 
 __all__ = ["ScheduleCurve", "ScheduleView", "build_view", "format_view", "sparkline", "plot_view"]
@@ -219,8 +220,9 @@ def plot_view(view: ScheduleView, path: str | Path, title: str | None = None) ->
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or "learning-rate schedule (dotted: phase boundaries)", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path, "wb") as fh:
+            fig.savefig(fh, format=path.suffix[1:] or "png")
+    finally:
+        plt.close(fig)
     return path

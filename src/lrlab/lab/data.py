@@ -66,7 +66,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +118,6 @@ class _ImageSet:
     folder: str
     torchvision: str
     hint: str
-    class_names: tuple[str, ...]
 
 
 _IMAGE_SETS: dict[str, _ImageSet] = {
@@ -127,17 +126,12 @@ _IMAGE_SETS: dict[str, _ImageSet] = {
         torchvision="FashionMNIST",
         hint="install it with `apt-get install dataset-fashion-mnist`, or put the four IDX"
         f" files in ${DATA_ENV}",
-        class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),
     ),
     "mnist": _ImageSet(
         folder="mnist",
         torchvision="MNIST",
         hint=f"put the four IDX files in ${DATA_ENV}/mnist (torchvision.datasets.MNIST"
         f"(root, download=True) leaves them in root/MNIST/raw; point ${DATA_ENV} at root)",
-        class_names=tuple(str(d) for d in range(10)),
     ),
 }
 _IMAGE_SIZE = (28, 28)
@@ -165,7 +159,6 @@ class Dataset:
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
     preprocessing: str = ""
-    class_names: tuple[str, ...] = field(default=())
 
     @property
     def n_train(self) -> int:
@@ -338,7 +331,6 @@ def find_idx_files(name: str, data_dir: str | Path | None = None) -> dict[str, P
 
 def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
                  pixels: str = "standard", val_size: int | None = None) -> Dataset:
-    spec = _IMAGE_SETS[key]
     paths = find_idx_files(key, data_dir)
     arrays: dict[str, np.ndarray] = {}
     for split in ("train", "test"):
@@ -393,7 +385,6 @@ def _load_images(key: str, data_dir: str | Path | None, limit: int | None,
         source=", ".join(directories),
         preprocessing=f"{stats}; validation: {val_size} of the {n} training images "
         f"(seed {VAL_SPLIT_SEED})",
-        class_names=spec.class_names,
     )
 
 

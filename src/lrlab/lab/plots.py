@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lrlab.files import atomic_file
 from lrlab.lab.observations import RunData, num, run_beta2
 
 __all__ = ["lr_curve", "mean_curve", "band_curve", "plot_lr", "plot_metric", "BAND"]
@@ -102,7 +103,8 @@ def _save(fig: Any, ax: Any, path: Path, n: int) -> Path:
         ax.legend(fontsize=8 if n <= 8 else 6, ncol=1 if n <= 8 else 2, frameon=False,
                   loc="best")
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", metadata={"Software": None})
     plt.close(fig)
     return path
 

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from lrlab.errors import LrlabError
+from lrlab.files import atomic_file
 
 __all__ = ["RunRecords", "RunLock", "read_jsonl", "write_json_atomic", "read_json",
-           "check_metrics"]
+           "check_metrics", "FINISHED"]
 
 
 def _clean(obj: Any) -> Any:
@@ -43,13 +44,10 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
+    """``data`` as indented JSON, written whole or not at all (``lrlab.files.atomic_file``)."""
+    with atomic_file(path) as fh:
         json.dump(_clean(data), fh, indent=2, sort_keys=False)
         fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path, kind: type | None = None) -> Any:
@@ -111,6 +109,8 @@ def check_metrics(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 LOCK_NAME = ".lock"
+#: The statuses of a run that trained to its end (ok), or stopped for good.
+FINISHED = ("ok", "diverged", "not-learning")
 
 
 class RunLock:
@@ -227,14 +227,9 @@ class RunRecords:
             raise LrlabError(f"{self.metrics_path} holds {len(rows)} epochs but the checkpoint "
                              f"is at epoch {epochs_done}: the run's records are incomplete "
                              "(was metrics.jsonl deleted or cut?); start a new run")
-        rows = rows[:epochs_done]
-        tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
-        with tmp.open("w") as fh:
-            for r in rows:
+        with atomic_file(self.metrics_path) as fh:
+            for r in rows[:epochs_done]:
                 fh.write(json.dumps(_clean(r), separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.metrics_path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary_path, summary)
@@ -249,16 +244,9 @@ class RunRecords:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         import torch
 
-        tmp = self.path / ".checkpoint.pt.tmp"
-        try:
-            with tmp.open("wb") as fh:
-                torch.save(state, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.checkpoint_path)
-        except BaseException:  # a full disk, a second Ctrl-C: the old checkpoint stays whole
-            tmp.unlink(missing_ok=True)
-            raise
+        # a full disk, a second Ctrl-C: the old checkpoint stays whole
+        with atomic_file(self.checkpoint_path, "wb") as fh:
+            torch.save(state, fh)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The checkpoint, loaded as data only (``torch.load(..., weights_only=True)``).

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from lrlab.errors import LrlabError
+from lrlab.files import atomic_file
 from lrlab.lab import stats as st
 from lrlab.lab.observations import (
     RunData,
@@ -58,7 +59,7 @@ from lrlab.lab.observations import (
     observations,
     trace_rows,
 )
-from lrlab.lab.records import RunRecords
+from lrlab.lab.records import FINISHED, RunRecords
 
 __all__ = ["LabelStats", "Report", "load_runs", "label_stats", "build_report", "write_report",
            "summary_csv", "STATUSES"]
@@ -77,7 +78,7 @@ def _read_run(path: Path, name: str, label: str, seed: int | None,
         run.summary = rec.summary()
         run.events = rec.events()
         run.status = (run.summary or {}).get("status", "running")
-    if error and run.status not in ("ok", "diverged", "not-learning"):
+    if error and run.status not in FINISHED:
         run.status = "failed"
     return run
 
@@ -821,7 +822,8 @@ def write_report(directory: str | Path, trace: str | None = None) -> ReportFiles
     d = Path(directory)
     report = build_report(d, trace)
     md, page, table = d / "report.md", d / "report.html", d / "summary.csv"
-    md.write_text(report.markdown())
-    page.write_text(report.html())
-    table.write_text(summary_csv(report.stats))
+    for path, text in ((md, report.markdown()), (page, report.html()),
+                       (table, summary_csv(report.stats))):
+        with atomic_file(path) as fh:
+            fh.write(text)
     return ReportFiles(md, page, table, report.headline)

@@ -40,8 +40,7 @@ from lrlab.lab.plan import (
     PlannedRun,
     read_comparison,
 )
-from lrlab.lab.records import RunRecords, read_json, write_json_atomic
-from lrlab.lab.trainer import FINISHED
+from lrlab.lab.records import FINISHED, RunRecords, read_json, write_json_atomic
 
 __all__ = ["RunOutcome", "run_comparison", "check_comparison_dir", "worker_main", "Terminated",
            "sigterm_as_interrupt", "LOCK_WAIT_S"]

@@ -58,13 +58,12 @@ from lrlab.errors import LrlabError
 from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import autocast_dtype, run_environment, select_device
 from lrlab.lab.distributed import DistContext, init_distributed
-from lrlab.lab.records import RunRecords
+from lrlab.lab.records import FINISHED, RunRecords
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
 
 __all__ = ["train", "RunResult", "update_indices", "epoch_permutation", "evaluate", "FINISHED"]
 
-FINISHED = ("ok", "diverged", "not-learning")
 EXPLODE_FACTOR = 1000.0
 LARGE_UPDATE_RATIO = 0.5
 #: an epoch train loss below LEARNED × ln(classes) means the run has learned something

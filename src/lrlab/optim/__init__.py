@@ -1,6 +1,6 @@
 """Optimizers: Lion, teaching optimizers, param groups and LR scaling rules."""
 
-from lrlab.optim.build import OPTIMIZERS, build_optimizer, describe_optimizer
+from lrlab.optim.build import OPTIMIZERS, build_optimizer
 from lrlab.optim.groups import layer_ids, no_decay_names, param_groups
 from lrlab.optim.lion import Lion
 from lrlab.optim.scaling import scale_lr, untuned_warmup_steps
@@ -12,7 +12,6 @@ __all__ = [
     "Lion",
     "NormalizedSGD",
     "build_optimizer",
-    "describe_optimizer",
     "layer_ids",
     "no_decay_names",
     "param_groups",

@@ -68,13 +68,6 @@ def _spec(name: str) -> OptimizerSpec:
     return _SPECS[key]
 
 
-def describe_optimizer(name: str) -> str:
-    """One line describing optimizer ``name`` (for CLI help)."""
-    spec = _spec(name)
-    hyper = ", ".join(spec.allowed) or "none"
-    return f"{name.strip().lower()}: {spec.summary}; hyper: {hyper}"
-
-
 # Types of the optimizers' own keywords, checked before the class sees them (torch's own
 # checks would compare a string with '<=' and answer with a TypeError naming nothing).
 _NUMBERS: tuple[str, ...] = ("momentum", "dampening", "alpha", "eps")
