@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
 
 from lrlab.errors import LrlabError, SpecError
 from lrlab.schedules import (
-    PHASES,
     Chain,
     Context,
     Duration,
@@ -433,18 +431,6 @@ def test_constructors_mirror_spec_names():
     assert multistep(["15ep", "30ep"], gamma=0.5) == parse("multistep([15ep, 30ep], gamma=0.5)")
     assert restarts(cycles=3, mult=2) == parse("restarts(cycles=3, mult=2)")
     assert wsd("10%", shape="sqrt") == parse("wsd(10%, shape=sqrt)")
-
-
-def test_constructor_signatures_match_declared_params():
-    import lrlab.schedules as S
-
-    for name, cls in PHASES.items():
-        sig = inspect.signature(getattr(S, name))
-        declared = [p.name for p in cls.params]
-        assert sorted(sig.parameters) == sorted(declared), name
-        by_position = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        positional = [n for n, p in sig.parameters.items() if p.kind is by_position]
-        assert positional == [p.name for p in cls.params if p.positional], name
 
 
 def test_bad_python_arguments_raise_spec_error():

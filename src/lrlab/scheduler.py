@@ -64,8 +64,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from lrlab.errors import LrlabError
-from lrlab.schedules import Context, PlateauState, Schedule, parse
-from lrlab.schedules.onplateau import Plateau
+from lrlab.schedules import Context, Plateau, PlateauState, Schedule, parse
 
 __all__ = ["PlateauNotReportedWarning", "ScheduleChangedWarning", "Scheduler", "optimizer_beta2"]
 

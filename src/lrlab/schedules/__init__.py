@@ -6,39 +6,46 @@ No torch here. ``parse("warmup(5%) >> cosine(end=0.01)")`` and the constructors
 training facts (``%``, ``ep``, an open last cosine, ``warmup(auto)``, ``end_lr=``) is turned
 into plain updates and multipliers by ``schedule.resolve(Context(...))``.
 
-Modules: ``units`` (Duration, Context), ``args`` (argument declarations), ``chain``
-(Schedule, Chain, resolution, evaluation), ``phase`` (phase base), ``phases`` (basic
-phases), ``cyclic`` (restarts, wsd, onecycle), ``onplateau`` (Plateau, PlateauState),
-``parse`` (spec parser).
+The constructors are the phase classes themselves (``cosine is Cosine``): a phase's
+arguments are its dataclass fields, declared once (see ``args``).
+
+Modules, bottom up: ``units`` (Duration, Context, numbers), ``args`` (how an argument is
+declared, checked, printed and resolved), ``onplateau`` (Plateau, PlateauState),
+``schedule`` (Schedule, Chain: resolution and evaluation), ``base`` (Phase),
+``warmups`` (warmup, untuned_warmup_steps), ``decays`` (constant, linear, cosine, poly,
+rsqrt, exp, factor, multistep, wsd, onecycle), ``warm_restarts`` (restarts),
+``parser`` (parse, PHASES).
 """
 
-from lrlab.schedules.chain import Chain, Schedule
-from lrlab.schedules.cyclic import Onecycle, Restarts, Wsd, onecycle, restarts, wsd
-from lrlab.schedules.onplateau import Plateau, PlateauState, plateau
-from lrlab.schedules.parse import PHASES, parse
-from lrlab.schedules.phase import Phase
-from lrlab.schedules.phases import (
-    EXP_WARMUP_K,
+from lrlab.schedules.base import Phase
+from lrlab.schedules.decays import (
     Constant,
     Cosine,
     Exp,
     Factor,
     Linear,
     Multistep,
+    Onecycle,
     Poly,
     Rsqrt,
-    Warmup,
+    Wsd,
     constant,
     cosine,
     exp,
     factor,
     linear,
     multistep,
+    onecycle,
     poly,
     rsqrt,
-    warmup,
+    wsd,
 )
-from lrlab.schedules.units import Context, Duration, untuned_warmup_steps
+from lrlab.schedules.onplateau import Plateau, PlateauState, plateau
+from lrlab.schedules.parser import PHASES, parse
+from lrlab.schedules.schedule import Chain, Schedule
+from lrlab.schedules.units import Context, Duration
+from lrlab.schedules.warm_restarts import Restarts, restarts
+from lrlab.schedules.warmups import EXP_WARMUP_K, Warmup, untuned_warmup_steps, warmup
 
 __all__ = [
     "EXP_WARMUP_K",

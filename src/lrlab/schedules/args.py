@@ -1,31 +1,39 @@
-"""Arguments of phases and of ``plateau``: declared once, checked once, printed once.
+"""Arguments of phases and of ``plateau``, declared once as dataclass fields.
 
-Each phase class lists its arguments as :class:`Param` objects. The same list drives the
-Python constructors (values are normalised and range-checked in ``__post_init__``), the
-spec parser (positional order, keyword names, which argument an error points at) and the
-canonical string (defaults omitted, the ``lead`` argument written positionally).
+Each argument is one field whose metadata says what it accepts::
+
+    end: float = arg(0.0, kind=Number(AT_LEAST_0))
+    _: KW_ONLY
+    end_lr: float | None = arg(None, kind=AbsoluteLR("end"))
+
+Everything else is derived from these fields:
+
+- the constructor is the dataclass ``__init__``: fields before ``KW_ONLY`` may be given
+  positionally, in Python and in spec strings alike (``cosine(0.1)``);
+- :func:`check_args` turns each value into its canonical stored form (numbers to float,
+  durations to :class:`Duration`) or raises an :class:`ArgError` naming the argument, which
+  the parser uses to point at it;
+- :func:`format_call` writes the canonical spec ``name(lead, key=value, ...)``, leaving out
+  arguments at their default and writing ``lead`` arguments without their name;
+- :func:`resolve_args` binds the arguments to a training: durations become updates and
+  absolute LRs multipliers.
+
+An argument accepts None exactly when None is its default; one without a default is
+required. Arguments are checked and written in the constructor's order, except that the
+inherited keyword ``steps=`` comes last.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, Field, dataclass
 from typing import Any
 
 from lrlab.errors import SpecError
-from lrlab.schedules.units import Duration, fmt_num, is_real
-
-# Bounds a number may have to satisfy: name -> (test, description).
-_BOUNDS = {
-    "": (lambda x: True, ""),
-    ">=0": (lambda x: x >= 0, ">= 0"),
-    ">0": (lambda x: x > 0, "> 0"),
-    ">=1": (lambda x: x >= 1, ">= 1"),
-    "(0,1)": (lambda x: 0 < x < 1, "in (0, 1)"),
-    "[0,1]": (lambda x: 0 <= x <= 1, "in [0, 1]"),
-}
+from lrlab.schedules.units import Context, Duration, fmt_num, is_real
 
 
 class ArgError(SpecError):
@@ -38,166 +46,269 @@ class ArgError(SpecError):
 
 
 @dataclass(frozen=True)
-class Param:
-    """One argument of a phase.
+class Range:
+    """The interval a number must lie in; ``str`` is how error messages say it."""
 
-    kind: ``num`` (float), ``int`` (whole number), ``dur`` (a length: positive duration,
-    whole updates), ``dur_auto`` (``dur`` or the word ``auto``), ``dur_real`` (positive
-    duration, fractional updates allowed), ``dur_frac`` (``dur`` or a plain fraction in
-    (0, 1)), ``durs`` (list of durations), ``choice`` (one of ``choices``), ``lr`` (an
-    absolute learning rate >= 0).
-    """
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
 
-    name: str
-    kind: str
-    bound: str = ""
-    positional: bool = False
-    lead: bool = False
-    required: bool = False
-    nullable: bool = False
-    choices: tuple[str, ...] = ()
+    def __contains__(self, x: float) -> bool:
+        above = x > self.low if self.open_low else x >= self.low
+        below = x < self.high if self.open_high else x <= self.high
+        return above and below
 
-    def normalize(self, value: Any, owner: str) -> Any:
-        """The canonical stored form of ``value``; ArgError if it does not fit."""
-        where = f"{owner}: {self.name}"
-        if value is None:
-            if self.required:
-                raise ArgError(f"{owner} needs {self.name}", self.name)
-            if self.nullable:
-                return None
-            raise ArgError(f"{where} must not be None", self.name)
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {fmt_num(self.low)}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{fmt_num(self.low)}, {fmt_num(self.high)}{right}"
+
+
+AT_LEAST_0 = Range(0.0)
+POSITIVE = Range(0.0, open_low=True)
+AT_LEAST_1 = Range(1.0)
+OPEN_UNIT = Range(0.0, 1.0, open_low=True, open_high=True)
+UNIT = Range(0.0, 1.0)
+
+
+class Kind:
+    """What an argument accepts and how it is bound to a training."""
+
+    def check(self, value: Any, where: str) -> Any:
+        """The canonical stored form of ``value``; ArgError (or SpecError) if it does not fit.
+        ``where`` names the argument in messages, e.g. ``"exp(): gamma"``."""
+        raise NotImplementedError
+
+    def resolve(self, obj: Any, name: str, ctx: Context) -> dict[str, Any]:
+        """Fields of ``obj`` to replace when it is resolved against ``ctx`` (none by default)."""
+        return {}
+
+
+class Number(Kind):
+    """A finite real number in ``interval``, stored as a float."""
+
+    def __init__(self, interval: Range = Range()) -> None:
+        self.interval = interval
+
+    def check(self, value: Any, where: str) -> float:
+        if not is_real(value):
+            raise ArgError(f"{where} must be a number, got {value!r}")
         try:
-            return _NORMALIZERS[self.kind](self, value, where)
-        except ArgError:
-            raise
-        except SpecError as e:
-            raise ArgError(f"{where}: {e}", self.name) from None
+            x = float(value)
+        except OverflowError:
+            raise ArgError(f"{where} is too large: {value!r}") from None
+        if not math.isfinite(x):
+            raise ArgError(f"{where} must be finite, got {value!r}")
+        if x not in self.interval:
+            raise ArgError(f"{where} must be {self.interval}, got {fmt_num(x)}")
+        return x + 0.0  # -0.0 -> 0.0
 
-    def format(self, value: Any) -> str:
-        """Canonical spec text of a stored value."""
-        if self.kind in ("num", "lr", "int", "dur_frac") and is_real(value):
-            return fmt_num(value)
-        if self.kind == "durs":
-            return "[" + ", ".join(str(d) for d in value) + "]"
+
+class Whole(Number):
+    """A whole number in ``interval``, stored as an int."""
+
+    def check(self, value: Any, where: str) -> int:
+        x = super().check(value, where)
+        if not x.is_integer():
+            raise ArgError(f"{where} must be a whole number, got {fmt_num(x)}")
+        return int(x)
+
+
+class OneOf(Kind):
+    """One of a few words (``shape=exp``)."""
+
+    def __init__(self, *options: str) -> None:
+        self.options = options
+
+    def check(self, value: Any, where: str) -> str:
+        if value not in self.options:
+            raise ArgError(f"{where} must be one of {', '.join(self.options)}; got {value!r}")
         return str(value)
 
 
-def _bounded(p: Param, x: float, where: str) -> None:
-    test, text = _BOUNDS[p.bound]
-    if not test(x):
-        raise ArgError(f"{where} must be {text}, got {fmt_num(x)}", p.name)
+class AbsoluteLR(Number):
+    """An absolute LR (>= 0) given instead of the multiplier argument ``of``: ``end_lr=`` for
+    ``end=``. Only one of the two may be set; resolving turns it into ``of = lr / peak_lr``.
+    """
+
+    def __init__(self, of: str) -> None:
+        super().__init__(AT_LEAST_0)
+        self.of = of
+
+    def resolve(self, obj: Any, name: str, ctx: Context) -> dict[str, Any]:
+        lr = getattr(obj, name)
+        if lr is None:
+            return {}
+        if ctx.peak_lr is None:
+            raise SpecError(f"{name}={lr} needs peak_lr to turn the absolute LR into a multiplier")
+        # a group whose peak is 0 stays at 0 whatever the multiplier
+        return {self.of: 0.0 if ctx.peak_lr == 0 else lr / ctx.peak_lr, name: None}
 
 
-def _num(p: Param, value: Any, where: str) -> float:
-    if not is_real(value):
-        raise ArgError(f"{where} must be a number, got {value!r}", p.name)
-    try:
-        x = float(value)
-    except OverflowError:
-        raise ArgError(f"{where} is too large: {value!r}", p.name) from None
-    if not math.isfinite(x):
-        raise ArgError(f"{where} must be finite, got {value!r}", p.name)
-    _bounded(p, x, where)
-    return x + 0.0
+class Length(Kind):
+    """A positive duration (``500``, ``5ep``, ``10%``) of whole updates; resolving rounds it
+    to whole updates (at least 1).
+
+    ``fractional``: fractional updates are allowed and resolving keeps them exact
+    (``rsqrt(scale=2.5)``). ``auto`` also accepts the word ``auto`` and ``fraction`` a plain
+    number in (0, 1); what those mean depends on the phase, which resolves them itself
+    (``warmup(auto)``, ``wsd(0.2)``).
+    """
+
+    def __init__(self, *, fractional: bool = False, auto: bool = False, fraction: bool = False):
+        self.fractional = fractional
+        self.auto = auto
+        self.fraction = fraction
+
+    def check(self, value: Any, where: str) -> Duration | str | float:
+        if self.auto and value == "auto":
+            return "auto"
+        if self.fraction and is_real(value) and 0 < value < 1:
+            return float(value)
+        if isinstance(value, (list, tuple)):
+            raise ArgError(f"{where} must be a duration like 500, 5ep or 10%, got a list")
+        d = Duration.of(value)
+        if d.value <= 0:
+            raise ArgError(f"{where} must be a positive duration, got {d}")
+        if d.unit == "step" and not self.fractional and not d.value.is_integer():
+            raise ArgError(f"{where} must be a whole number of updates, got {d}")
+        return d
+
+    def resolve(self, obj: Any, name: str, ctx: Context) -> dict[str, Any]:
+        d = getattr(obj, name)
+        if self.auto or self.fraction or d is None:
+            return {}  # resolved by the phase itself
+        if self.fractional:
+            return {name: Duration(d.updates(ctx))}
+        n = d.to_steps(ctx)
+        if n <= 0:
+            raise SpecError(f"{name}={d} rounds to {n} updates; it must be at least 1")
+        return {name: Duration(n)}
 
 
-def _int(p: Param, value: Any, where: str) -> int:
-    x = _num(p, value, where)
-    if not x.is_integer():
-        raise ArgError(f"{where} must be a whole number, got {fmt_num(x)}", p.name)
-    return int(x)
+class Milestones(Kind):
+    """A non-empty list of increasing time points (durations, whole updates); resolving turns
+    them into updates, which must still increase (``[10, 1ep]`` may not)."""
+
+    def check(self, value: Any, where: str) -> tuple[Duration, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ArgError(f"{where} must be a list like [30ep, 60ep], got {value!r}")
+        if len(value) == 0:
+            raise ArgError(f"{where} must not be empty")
+        out: list[Duration] = []
+        for i, v in enumerate(value):
+            try:
+                d = Duration.of(v)
+            except SpecError as e:
+                raise ArgError(f"{where}: {e}", index=i) from None
+            if d.unit == "step" and not d.value.is_integer():
+                raise ArgError(f"{where} must be whole numbers of updates, got {d}", index=i)
+            if i and d.unit == out[-1].unit and d.value <= out[-1].value:
+                raise ArgError(f"{where} must be increasing, got {out[-1]} then {d}", index=i)
+            out.append(d)
+        return tuple(out)
+
+    def resolve(self, obj: Any, name: str, ctx: Context) -> dict[str, Any]:
+        ms = [m.to_steps(ctx) for m in getattr(obj, name)]
+        if any(b <= a for a, b in zip(ms, ms[1:])):
+            raise SpecError(f"{obj.name} {name} must be increasing, got {ms} updates")
+        return {name: tuple(Duration(m) for m in ms)}
 
 
-def _length(p: Param, value: Any, where: str) -> Duration:
-    if isinstance(value, (list, tuple)):
-        raise ArgError(f"{where} must be a duration like 500, 5ep or 10%, got a list", p.name)
-    d = Duration.of(value)
-    if d.value <= 0:
-        raise ArgError(f"{where} must be a positive duration, got {d}", p.name)
-    if d.unit == "step" and p.kind != "dur_real" and not d.value.is_integer():
-        raise ArgError(f"{where} must be a whole number of updates, got {d}", p.name)
-    return d
+@dataclass(frozen=True)
+class Arg:
+    """Field metadata: the argument's kind, and whether specs write it without its name."""
+
+    kind: Kind
+    lead: bool = False
 
 
-def _dur_auto(p: Param, value: Any, where: str) -> Duration | str:
-    if value == "auto":
-        return "auto"
-    return _length(p, value, where)
+def arg(default: Any = MISSING, *, kind: Kind, lead: bool = False) -> Any:
+    """Declare a phase argument: a dataclass field with a default (none: required) and a
+    :class:`Kind`. ``lead=True`` writes it positionally in canonical specs (``exp(0.9)``)."""
+    return dataclasses.field(default=default, metadata={"arg": Arg(kind, lead)})
 
 
-def _dur_frac(p: Param, value: Any, where: str) -> Duration | float:
-    if is_real(value) and 0 < value < 1:
-        return float(value)
-    return _length(p, value, where)
+@functools.cache
+def args_of(cls: type) -> tuple[Field[Any], ...]:
+    """The argument fields of ``cls`` in canonical order: positional ones, then keywords,
+    ``steps=`` last."""
+    fields = [f for f in dataclasses.fields(cls) if "arg" in f.metadata]
+    return tuple(sorted(fields, key=lambda f: (bool(f.kw_only), f.kw_only and f.name == "steps")))
 
 
-def _durs(p: Param, value: Any, where: str) -> tuple[Duration, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ArgError(f"{where} must be a list like [30ep, 60ep], got {value!r}", p.name)
-    if len(value) == 0:
-        raise ArgError(f"{where} must not be empty", p.name)
-    out = []
-    for i, v in enumerate(value):
+def positional_names(cls: type) -> list[str]:
+    """Arguments that may be given without a name, in order."""
+    return [f.name for f in args_of(cls) if not f.kw_only]
+
+
+def required_names(cls: type) -> list[str]:
+    """Arguments without a default."""
+    return [f.name for f in args_of(cls) if f.default is MISSING]
+
+
+def _kind(f: Field[Any]) -> Kind:
+    return f.metadata["arg"].kind
+
+
+def check_args(obj: Any) -> None:
+    """Replace every argument of the frozen dataclass ``obj`` by its checked, canonical form
+    (in place); then refuse an absolute LR given together with its multiplier."""
+    owner = f"{obj.name}()"
+    for f in args_of(type(obj)):
+        value = getattr(obj, f.name)
+        where = f"{owner}: {f.name}"
+        if value is None:
+            if f.default is MISSING:
+                raise ArgError(f"{owner} needs {f.name}", f.name)
+            if f.default is not None:
+                raise ArgError(f"{where} must not be None", f.name)
+            continue
         try:
-            d = Duration.of(v)
+            value = _kind(f).check(value, where)
+        except ArgError as e:
+            e.param = f.name
+            raise
         except SpecError as e:
-            raise ArgError(f"{where}: {e}", p.name, i) from None
-        if d.unit == "step" and not d.value.is_integer():
-            raise ArgError(f"{where} must be whole numbers of updates, got {d}", p.name, i)
-        if i and d.unit == out[-1].unit and d.value <= out[-1].value:
-            raise ArgError(f"{where} must be increasing, got {out[-1]} then {d}", p.name, i)
-        out.append(d)
-    return tuple(out)
+            raise ArgError(f"{where}: {e}", f.name) from None
+        object.__setattr__(obj, f.name, value)
+    fields = {f.name: f for f in args_of(type(obj))}
+    for name, f in fields.items():
+        kind = _kind(f)
+        if isinstance(kind, AbsoluteLR) and getattr(obj, name) is not None:
+            if getattr(obj, kind.of) != fields[kind.of].default:
+                raise ArgError(f"{owner}: give {kind.of}= or {name}=, not both", name)
 
 
-def _choice(p: Param, value: Any, where: str) -> str:
-    if value not in p.choices:
-        raise ArgError(f"{where} must be one of {', '.join(p.choices)}; got {value!r}", p.name)
+def resolve_args(obj: Any, ctx: Context) -> dict[str, Any]:
+    """Fields to replace when ``obj`` is resolved: each argument but ``steps`` (which the
+    chain resolves) bound to ``ctx`` by its kind."""
+    out: dict[str, Any] = {}
+    for f in args_of(type(obj)):
+        if f.name != "steps":
+            out.update(_kind(f).resolve(obj, f.name, ctx))
+    return out
+
+
+def format_value(value: Any) -> str:
+    """Canonical spec text of a stored argument value."""
+    if is_real(value):
+        return fmt_num(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
     return str(value)
 
 
-_NORMALIZERS = {
-    "num": _num,
-    "lr": _num,
-    "int": _int,
-    "dur": _length,
-    "dur_real": _length,
-    "dur_auto": _dur_auto,
-    "dur_frac": _dur_frac,
-    "durs": _durs,
-    "choice": _choice,
-}
-
-
-def normalize_fields(obj: Any, params: tuple[Param, ...], owner: str) -> None:
-    """Replace each field of a frozen dataclass by its normalised value (in place)."""
-    for p in params:
-        object.__setattr__(obj, p.name, p.normalize(getattr(obj, p.name), owner))
-
-
-def format_call(obj: Any, name: str, params: tuple[Param, ...]) -> str:
+def format_call(obj: Any) -> str:
     """``name(lead, key=value, ...)`` with arguments at their default left out."""
-    defaults = {
-        f.name: f.default
-        for f in dataclasses.fields(obj)
-        if f.default is not dataclasses.MISSING
-    }
     parts = []
-    for p in params:
-        value = getattr(obj, p.name)
-        if not p.required and p.name in defaults and value == defaults[p.name]:
+    for f in args_of(type(obj)):
+        value = getattr(obj, f.name)
+        if f.default is not MISSING and value == f.default:
             continue
-        text = p.format(value)
-        parts.append(text if p.lead else f"{p.name}={text}")
-    return f"{name}({', '.join(parts)})"
+        text = format_value(value)
+        parts.append(text if f.metadata["arg"].lead else f"{f.name}={text}")
+    return f"{obj.name}({', '.join(parts)})"
 
-
-def end_multiplier(end: float, end_lr: float | None, peak_lr: float | None, what: str) -> float:
-    """``end`` itself, or ``end_lr / peak_lr`` when an absolute LR was given."""
-    if end_lr is None:
-        return end
-    if peak_lr is None:
-        raise SpecError(f"{what} needs peak_lr to turn the absolute LR into a multiplier")
-    if peak_lr == 0:
-        return 0.0  # a group whose peak is 0 stays at 0 whatever the multiplier
-    return end_lr / peak_lr

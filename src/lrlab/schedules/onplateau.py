@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from lrlab.errors import LrlabError, SpecError
-from lrlab.schedules.args import Param, format_call, normalize_fields
+from lrlab.schedules.args import (
+    AT_LEAST_0,
+    OPEN_UNIT,
+    UNIT,
+    Number,
+    OneOf,
+    Whole,
+    arg,
+    check_args,
+    format_call,
+)
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -35,46 +45,25 @@ class Plateau:
     """Settings of a reduce-on-plateau factor (see the module docstring)."""
 
     name: ClassVar[str] = "plateau"
-    params: ClassVar[tuple[Param, ...]] = (
-        Param("factor", "num", "(0,1)"),
-        Param("patience", "int", ">=0"),
-        Param("threshold", "num", ">=0"),
-        Param("cooldown", "int", ">=0"),
-        Param("min", "num", "[0,1]"),
-        Param("mode", "choice", choices=("min", "max")),
-    )
 
-    factor: float = 0.1
-    patience: int = 10
-    threshold: float = 1e-4
-    cooldown: int = 0
-    min: float = 0.0
-    mode: str = "min"
+    factor: float = arg(0.1, kind=Number(OPEN_UNIT))
+    patience: int = arg(10, kind=Whole(AT_LEAST_0))
+    threshold: float = arg(1e-4, kind=Number(AT_LEAST_0))
+    cooldown: int = arg(0, kind=Whole(AT_LEAST_0))
+    min: float = arg(0.0, kind=Number(UNIT))
+    mode: str = arg("min", kind=OneOf("min", "max"))
 
     def __post_init__(self) -> None:
-        normalize_fields(self, self.params, "plateau()")
+        check_args(self)
 
     def __str__(self) -> str:
-        return format_call(self, self.name, self.params)
+        return format_call(self)
 
     def __repr__(self) -> str:
         return str(self)
 
 
-def plateau(
-    *,
-    factor: float = 0.1,
-    patience: int = 10,
-    threshold: float = 1e-4,
-    cooldown: int = 0,
-    min: float = 0.0,
-    mode: str = "min",
-) -> Plateau:
-    """Plateau settings, for ``schedule * plateau(patience=5)``."""
-    return Plateau(
-        factor=factor, patience=patience, threshold=threshold, cooldown=cooldown, min=min,
-        mode=mode,
-    )
+plateau = Plateau
 
 
 @dataclass

@@ -184,15 +184,3 @@ class Context:
                 raise SpecError(f"peak_lr must be >= 0, got {p!r}")
             object.__setattr__(self, "peak_lr", p)
 
-
-def untuned_warmup_steps(beta2: float) -> int:
-    """Warmup length ``ceil(2 / (1 - beta2))`` of Ma & Yarats (2021), arXiv:1910.04209.
-
-    Their "untuned" linear warmup reaches the full LR after 2/(1-beta2) updates: 2000 for
-    Adam's default beta2=0.999. The quotient is rounded to 9 decimals before the ceiling so
-    float noise (1 - 0.9 = 0.09999999999999998) does not add an update.
-    """
-    b = as_float(beta2, "beta2")
-    if not 0.0 <= b < 1.0:
-        raise SpecError(f"beta2 must be in [0, 1), got {b!r}")
-    return max(1, math.ceil(round(2.0 / (1.0 - b), 9)))

@@ -24,22 +24,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrlab.errors import SpecError
-from lrlab.schedules.args import ArgError
-from lrlab.schedules.chain import Chain, Schedule
-from lrlab.schedules.cyclic import Onecycle, Restarts, Wsd
-from lrlab.schedules.onplateau import Plateau
-from lrlab.schedules.phases import (
+from lrlab.schedules.args import ArgError, args_of, positional_names, required_names
+from lrlab.schedules.decays import (
     Constant,
     Cosine,
     Exp,
     Factor,
     Linear,
     Multistep,
+    Onecycle,
     Poly,
     Rsqrt,
-    Warmup,
+    Wsd,
 )
+from lrlab.schedules.onplateau import Plateau
+from lrlab.schedules.schedule import Chain, Schedule
 from lrlab.schedules.units import Duration, number_from_text
+from lrlab.schedules.warm_restarts import Restarts
+from lrlab.schedules.warmups import Warmup
 
 #: Spec name -> class. ``plateau`` is not a phase but is called the same way.
 PHASES: dict[str, type] = {
@@ -205,6 +207,9 @@ class _Parser:
         if not self.is_op(lp, "("):
             raise self.error(f"expected '(' after {tok.value!r}", lp.pos)
         kwargs = self.arguments(cls, tok, lp)
+        missing = [name for name in required_names(cls) if name not in kwargs]
+        if missing:
+            raise self.error(f"{tok.value}() needs {missing[0]}", tok.pos)
         try:
             obj = cls(**{k: a.value for k, a in kwargs.items()})
         except ArgError as e:
@@ -218,8 +223,6 @@ class _Parser:
         return tok, obj
 
     def arguments(self, cls: type, name: _Tok, lp: _Tok) -> dict[str, _Arg]:
-        params = {p.name: p for p in cls.params}
-        positional = [p.name for p in cls.params if p.positional]
         kwargs: dict[str, _Arg] = {}
         n_pos = 0
         if self.is_op(self.peek(), ")"):
@@ -228,30 +231,10 @@ class _Parser:
         if self.peek().kind == "end":
             raise self.error(f"unbalanced parentheses: {name.value}( is never closed", lp.pos + 1)
         while True:
-            tok = self.peek()
-            if tok.kind == "name" and self.is_op(self.peek(1), "="):
-                self.next()
-                self.next()
-                if tok.value not in params:
-                    close = difflib.get_close_matches(tok.value, list(params), n=1, cutoff=0.6)
-                    hint = f"did you mean {close[0]!r}?" if close else "takes " + ", ".join(params)
-                    raise self.error(
-                        f"unknown argument {tok.value!r} for {name.value}() ({hint})", tok.pos
-                    )
-                if tok.value in kwargs:
-                    raise self.error(f"{name.value}() got {tok.value}= twice", tok.pos)
-                kwargs[tok.value] = self.value()
+            if self.peek().kind == "name" and self.is_op(self.peek(1), "="):
+                self.keyword_argument(cls, name, kwargs)
             else:
-                arg = self.value()
-                if len(kwargs) > n_pos:
-                    raise self.error("positional argument after a keyword argument", tok.pos)
-                if n_pos >= len(positional):
-                    raise self.error(
-                        f"{name.value}() takes {len(positional)} positional argument"
-                        f"{'' if len(positional) == 1 else 's'}; name this one (key=value)",
-                        tok.pos,
-                    )
-                kwargs[positional[n_pos]] = arg
+                self.positional_argument(cls, name, kwargs, n_pos)
                 n_pos += 1
             sep = self.next()
             if self.is_op(sep, ")"):
@@ -263,6 +246,33 @@ class _Parser:
             if self.is_op(self.peek(), ")"):
                 self.next()
                 return kwargs
+
+    def keyword_argument(self, cls: type, name: _Tok, kwargs: dict[str, _Arg]) -> None:
+        tok = self.next()
+        self.next()  # '='
+        known = [f.name for f in args_of(cls)]
+        if tok.value not in known:
+            close = difflib.get_close_matches(tok.value, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "takes " + ", ".join(known)
+            raise self.error(f"unknown argument {tok.value!r} for {name.value}() ({hint})", tok.pos)
+        if tok.value in kwargs:
+            raise self.error(f"{name.value}() got {tok.value}= twice", tok.pos)
+        kwargs[tok.value] = self.value()
+
+    def positional_argument(self, cls: type, name: _Tok, kwargs: dict[str, _Arg],
+                            n_pos: int) -> None:
+        tok = self.peek()
+        arg = self.value()
+        if len(kwargs) > n_pos:
+            raise self.error("positional argument after a keyword argument", tok.pos)
+        positional = positional_names(cls)
+        if n_pos >= len(positional):
+            raise self.error(
+                f"{name.value}() takes {len(positional)} positional argument"
+                f"{'' if len(positional) == 1 else 's'}; name this one (key=value)",
+                tok.pos,
+            )
+        kwargs[positional[n_pos]] = arg
 
     # -- value := NUMBER | DURATION | NAME | list --------------------------------------
     def value(self) -> _Arg:
@@ -318,3 +328,6 @@ def parse(spec: str) -> Schedule:
     if not isinstance(spec, str):
         raise SpecError(f"a schedule spec must be a string, got {type(spec).__name__}")
     return _Parser(spec).parse_spec()
+
+
+Schedule._parse_spec = staticmethod(parse)  # for ``s >> "cosine()"`` (see Schedule)
