@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from lrlab.errors import LrlabError
+from lrlab.schedules import untuned_warmup_steps as untuned_warmup_steps  # the one definition
 
 RULES: tuple[str, ...] = ("linear", "sqrt", "none")
 
@@ -31,12 +32,3 @@ def scale_lr(lr: float, batch: int, ref_batch: int, rule: str = "linear") -> flo
         return float(lr) * math.sqrt(ratio)
     return float(lr)
 
-
-def untuned_warmup_steps(beta2: float) -> int:
-    """Untuned linear warmup length ``ceil(2 / (1 - beta2))`` (Ma & Yarats 2021).
-
-    The one definition lives in :mod:`lrlab.schedules`; this forwards to it.
-    """
-    from lrlab.schedules import untuned_warmup_steps as impl
-
-    return impl(beta2)
