@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
 from lrlab.errors import LrlabError, SpecError
 from lrlab.schedules import (
+    PHASES,
     Chain,
     Context,
     Duration,
@@ -320,7 +322,7 @@ def test_units_round_half_up():
         ("restarts(cycles=3)", {}, "needs total_steps"),
         ("cosine() >> constant()", {"total_steps": 10}, "needs a length"),
         ("warmup(0.1ep) >> cosine()", {"total_steps": 10, "steps_per_epoch": 3}, "positive"),
-        ("warmup(0%) >> cosine()", {"total_steps": 10}, None),
+        ("warmup(0.04%) >> cosine()", {"total_steps": 1000}, "0 updates"),
         ("warmup(5) >> cosine(steps=10)", {"total_steps": 10}, "after the end of training"),
         ("warmup(10) >> cosine()", {"total_steps": 10}, "after the end of training"),
         ("wsd(decay=50%, steps=10)", {"total_steps": 100}, "longer than the phase"),
@@ -333,26 +335,39 @@ def test_units_round_half_up():
 def test_resolution_errors(spec, ctx, needle):
     with pytest.raises(SpecError) as info:
         parse(spec).resolve(Context(**ctx))
-    if needle is not None:
-        assert needle in str(info.value)
+    assert needle in str(info.value)
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("spec", ["warmup(0)", "warmup(-5)", "cosine(steps=0)", "linear(steps=-3)",
-                                  "warmup(0ep)", "exp(0.9, steps=0%)"])
-def test_zero_or_negative_lengths(spec):
-    with pytest.raises(SpecError, match="position"):
+@pytest.mark.parametrize(
+    "spec,needle",
+    [("warmup(0)", "steps must be a positive duration, got 0"),
+     ("warmup(-5)", "a duration must be >= 0, got -5"),
+     ("cosine(steps=0)", "steps must be a positive duration, got 0"),
+     ("linear(steps=-3)", "a duration must be >= 0, got -3"),
+     ("warmup(0ep)", "steps must be a positive duration, got 0ep"),
+     ("exp(0.9, steps=0%)", "steps must be a positive duration, got 0%")],
+)
+def test_zero_or_negative_lengths(spec, needle):
+    with pytest.raises(SpecError, match="position") as info:
         parse(spec)
+    assert needle in str(info.value)
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"total_steps": 0}, {"total_steps": 1.5}, {"steps_per_epoch": -1}, {"beta2": 1.0},
-     {"peak_lr": -1.0}, {"peak_lr": math.inf}],
+    "kwargs,needle",
+    [({"total_steps": 0}, "total_steps must be a positive whole number"),
+     ({"total_steps": 1.5}, "total_steps must be a positive whole number"),
+     ({"steps_per_epoch": -1}, "steps_per_epoch must be a positive whole number"),
+     ({"updates_per_step": 0}, "updates_per_step must be a positive whole number"),
+     ({"beta2": 1.0}, "beta2 must be in [0, 1)"),
+     ({"peak_lr": -1.0}, "peak_lr must be >= 0"),
+     ({"peak_lr": math.inf}, "peak_lr must be finite")],
 )
-def test_bad_context(kwargs):
-    with pytest.raises(SpecError):
+def test_bad_context(kwargs, needle):
+    with pytest.raises(SpecError) as info:
         Context(**kwargs)
+    assert needle in str(info.value)
 
 
 def test_unresolved_schedule_says_to_resolve():
@@ -431,20 +446,97 @@ def test_constructors_mirror_spec_names():
     assert multistep(["15ep", "30ep"], gamma=0.5) == parse("multistep([15ep, 30ep], gamma=0.5)")
     assert restarts(cycles=3, mult=2) == parse("restarts(cycles=3, mult=2)")
     assert wsd("10%", shape="sqrt") == parse("wsd(10%, shape=sqrt)")
+    import lrlab.schedules as S
+
+    for name, cls in PHASES.items():  # the constructor of each spec name is its class
+        assert getattr(S, name) is cls and cls.name == name
 
 
-def test_bad_python_arguments_raise_spec_error():
-    for make in (
-        lambda: cosine("0.1"),
-        lambda: cosine(math.nan),
-        lambda: exp(0),
-        lambda: warmup(2.5),
-        lambda: warmup("5 epochs"),
-        lambda: multistep([]),
-        lambda: factor(0.5, every=[1]),
-        lambda: restarts(cycles=2, period=3),
-        lambda: wsd(1.5),
-        lambda: plateau(factor=2),
-    ):
-        with pytest.raises(SpecError):
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda: cosine("0.1"), "cosine(): end must be a number, got '0.1'"),
+        (lambda: cosine(math.nan), "cosine(): end must be finite"),
+        (lambda: exp(0), "exp(): gamma must be > 0, got 0"),
+        (lambda: exp(None), "exp() needs gamma"),
+        (lambda: warmup(2.5), "warmup(): steps must be a whole number of updates, got 2.5"),
+        (lambda: warmup("5 epochs"), "expected a duration like 500, 5ep or 10%"),
+        (lambda: multistep([]), "multistep(): milestones must not be empty"),
+        (lambda: multistep([3, 2]), "multistep(): milestones must be increasing, got 3 then 2"),
+        (lambda: factor(0.5, every=[1]), "factor(): every must be a duration like 500"),
+        (lambda: restarts(cycles=2, period=3), "exactly one of cycles= or period="),
+        (lambda: restarts(cycles=1.5), "restarts(): cycles must be a whole number, got 1.5"),
+        (lambda: wsd(1.5), "wsd(): decay must be a whole number of updates, got 1.5"),
+        (lambda: wsd(shape="exp"), "wsd(): shape must be one of linear, cosine, sqrt"),
+        (lambda: onecycle(pct=1), "onecycle(): pct must be in (0, 1), got 1"),
+        (lambda: plateau(factor=2), "plateau(): factor must be in (0, 1), got 2"),
+        (lambda: plateau(min=1.5), "plateau(): min must be in [0, 1], got 1.5"),
+        (lambda: constant(None), "constant(): v must not be None"),
+        (lambda: warmup(5, start=0.1, start_lr=0.01), "give start= or start_lr=, not both"),
+    ],
+)
+def test_bad_python_arguments_raise_spec_error(make, needle):
+    with pytest.raises(SpecError) as info:
+        make()
+    assert needle in str(info.value)
+
+
+def test_missing_required_argument_is_a_type_error_in_python():
+    # as for any Python function; a spec string says "exp() needs gamma" at its position
+    with pytest.raises(TypeError):
+        exp()  # type: ignore[call-arg]
+    with pytest.raises(SpecError, match="needs gamma at position 0"):
+        parse("exp()")
+
+
+def test_positional_arguments_as_in_specs():
+    # the arguments a spec may give without a name are the constructor's positional ones
+    assert cosine(0.1) == parse("cosine(0.1)") == cosine(end=0.1)
+    assert factor(0.5, 2) == parse("factor(0.5, 2)") == factor(gamma=0.5, every=2)
+    assert multistep([1, 5], 0.5) == parse("multistep([1, 5], 0.5)")
+    assert poly(2) == parse("poly(2)") and rsqrt(4) == parse("rsqrt(4)")
+    assert wsd("10%") == parse("wsd(10%)")
+    for make in (lambda: restarts(3), lambda: onecycle(0.3), lambda: plateau(0.5)):
+        with pytest.raises(TypeError):
             make()
+
+
+def test_resolved_phase_length():
+    s = parse("warmup(10%) >> cosine()").resolve(Context(total_steps=250))
+    assert [p.T for p in s.phases] == [25, 225]
+    assert exp(0.5).resolve().T is None  # open-ended
+
+
+def test_last_phase_holds_its_end_value():
+    # warmup holds 1 (not (T+1)/T); a decay holds its end; exp holds gamma^T
+    assert_close(warmup(4).values(7), [0.25, 0.5, 0.75, 1, 1, 1, 1])
+    assert_close(cosine(0.2, steps=4).values(7)[4:], [0.2] * 3)
+    assert_close(exp(0.5, steps=3).values(6), [1, 0.5, 0.25, 0.125, 0.125, 0.125])
+    # restarts(period=) ending exactly at a restart holds the end of the cycle before
+    # (cycles of 5 updates: u=10 starts a third cycle, which the phase never reaches)
+    s = restarts(period=5, end=0.1, steps=10)
+    assert_close(s.values(13)[10:], [0.1] * 3)
+    # ... and ending inside a cycle holds the value the cycle reached there
+    s = restarts(period=5, end=0.1, steps=12)
+    at_12 = 0.1 + 0.9 * (1 + math.cos(math.pi * 2 / 5)) / 2
+    assert_close(s.values(15)[12:], [at_12] * 3)
+
+
+@pytest.mark.parametrize(
+    "spec", ["cosine()", "exp(0.9)", "warmup(5) >> cosine()", "warmup(3) >> restarts(period=4)",
+             "warmup(2) >> exp(0.9, steps=5) >> multistep([2, 4])"]
+)
+def test_evaluator_and_values_match_calls(spec):
+    s = parse(spec).resolve(Context(total_steps=30))
+    want = [s(t) for t in range(40)]
+    ev = s.evaluator()
+    assert [ev(t) for t in range(40)] == want
+    assert s.values(40) == want
+
+
+def test_evaluated_schedule_pickles():
+    # the evaluation plan is cached on the schedule: it must pickle with it
+    s = parse("warmup(5) >> cosine(end=0.1)").resolve(Context(total_steps=20))
+    want = s.values(25)
+    t = pickle.loads(pickle.dumps(s))
+    assert t == s and t.values(25) == want and [t(i) for i in range(25)] == want
