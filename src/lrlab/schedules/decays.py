@@ -1,18 +1,18 @@
 """The phases after warmup: constant and the decays (u: local update index, T: phase length).
 
-==============================  ==================================================
-``constant(v=1)``               ``v``
-``linear(end=0)``               ``1 + (end-1) u/T``
-``cosine(end=0)``               ``end + (1-end)(1 + cos(pi u/T))/2``
-``poly(power=1, end=0)``        ``end + (1-end)(1 - u/T)^power``
-``rsqrt(scale=1)``              ``(1 + u/scale)^(-1/2)``
-``exp(gamma)``                  ``gamma^u`` (gamma > 1 grows, e.g. for LR range tests;
-                                overflow gives inf, never an exception)
-``factor(gamma, every=1)``      ``max(floor, gamma^floor(u/every))``
-``multistep([m1, ...], gamma)`` ``gamma^(number of milestones <= u)``
-``wsd(decay=20%, shape, end)``  1, then a decay to ``end`` over the last ``decay`` updates
-``onecycle(pct, div, final_div)`` sugar for ``warmup >> cosine``
-==============================  ==================================================
+=================================  =======================================================
+``constant(v=1)``                  ``v``
+``linear(end=0)``                  ``1 + (end-1) u/T``
+``cosine(end=0)``                  ``end + (1-end)(1 + cos(pi u/T))/2``
+``poly(power=1, end=0)``           ``end + (1-end)(1 - u/T)^power``
+``rsqrt(scale=1)``                 ``(1 + u/scale)^(-1/2)``
+``exp(gamma)``                     ``gamma^u`` (gamma > 1 grows, e.g. for LR range tests;
+                                   overflow gives inf, never an exception)
+``factor(gamma, every=1)``         ``max(floor, gamma^floor(u/every))``
+``multistep([m1, ...], gamma)``    ``gamma^(number of milestones <= u)``
+``wsd(decay=20%, shape, end)``     1, then down to ``end`` over the last ``decay`` updates
+``onecycle(pct, div, final_div)``  sugar for ``warmup >> cosine``
+=================================  =======================================================
 
 After its length T a phase holds its value at u=T (the decays: ``end``). ``end_lr=`` and
 ``floor_lr=`` are absolute LRs turned into ``end`` and ``floor`` multipliers at resolve time
