@@ -464,3 +464,12 @@ def test_a_contrast_says_when_a_side_lost_runs(tmp_path):
     (d / "comparison.json").write_text(json.dumps(meta))
     md = build_report(d).markdown()
     assert "| a | b | 3 vs 2 of 3 |" in md  # the diverged seed is not averaged, and it says so
+
+
+def test_warmup_length_of_a_lone_warmup_under_a_plateau():
+    """warmup(5) * plateau(...) is a chain of one phase: its warmup is still 5 epochs."""
+    from lrlab.lab.observations import warmup_length
+
+    config = {"schedule": "warmup(5) * plateau(patience=2)", "per": "epoch", "epochs": 10,
+              "updates_per_epoch": 7, "lr_used": 0.1}
+    assert warmup_length(config) == (5, "epochs")

@@ -78,11 +78,6 @@ class Phase(Schedule):
         """The length of a resolved phase in units of ``t`` (None: open-ended)."""
         return None if self.steps is None else int(self.steps.value)
 
-    @property
-    def _T(self) -> int | None:
-        """Old name of :attr:`T` (lab/trainer.py and lab/observations.py read it)."""
-        return self.T
-
     def _value(self, u: int) -> float:
         """The multiplier at local time ``0 <= u < T``."""
         raise NotImplementedError
