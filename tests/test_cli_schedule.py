@@ -113,3 +113,10 @@ def test_warmup_auto_per_epoch_counts_updates():
     assert r.returncode == 0, r.stderr
     lrs = json.loads(r.stdout)["schedules"][0]["lr"]
     assert lrs == pytest.approx([(e + 1) / 4 for e in range(4)] + [1.0, 1.0])
+
+
+def test_length_errors_name_the_unit_the_schedule_steps_in():
+    r = lrlab("schedule", "warmup(5)", "--per", "epoch", "--epochs", "3")
+    assert r.returncode == 2 and "longer than training (3 epochs)" in r.stderr
+    r = lrlab("schedule", "warmup(5)", "--steps", "3")
+    assert r.returncode == 2 and "longer than training (3 updates)" in r.stderr

@@ -274,9 +274,10 @@ def _resolve_phases(phases: tuple[Any, ...], ctx: Context) -> tuple[Any, ...]:
         except SpecError as e:
             raise SpecError(f"{e}, in {p}") from None
         if T is None:
-            T = _open_length(p, start, ctx.total_steps, last=i == len(phases) - 1)
+            T = _open_length(p, start, ctx.total_steps, last=i == len(phases) - 1,
+                             unit=_unit(ctx))
         else:
-            _check_fits(p, T, start, ctx.total_steps)
+            _check_fits(p, T, start, ctx.total_steps, _unit(ctx))
         try:
             out.extend(p._resolved(ctx, T))
         except SpecError as e:
@@ -286,14 +287,21 @@ def _resolve_phases(phases: tuple[Any, ...], ctx: Context) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _open_length(p: Any, start: int, total: int | None, last: bool) -> int | None:
+def _unit(ctx: Context) -> str:
+    """What ``t`` counts, for messages: updates, or epochs when a scheduler steps per epoch
+    (``Context.updates_per_step`` other than 1)."""
+    return "update" if ctx.updates_per_step == 1 else "epoch"
+
+
+def _open_length(p: Any, start: int, total: int | None, last: bool,
+                 unit: str = "update") -> int | None:
     """Length of a phase without one: to the end of training, or open-ended (None)."""
     if not last:
         raise SpecError(f"{p} is followed by another phase, so it needs a length (steps=)")
     if total is not None:
         if total - start <= 0:
             raise SpecError(
-                f"{p} would start at update {start}, after the end of training ({total} updates)"
+                f"{p} would start at {unit} {start}, after the end of training ({total} {unit}s)"
             )
         return total - start
     if p.needs_length:
@@ -304,16 +312,16 @@ def _open_length(p: Any, start: int, total: int | None, last: bool) -> int | Non
     return None
 
 
-def _check_fits(p: Any, T: int, start: int, total: int | None) -> None:
+def _check_fits(p: Any, T: int, start: int, total: int | None, unit: str = "update") -> None:
     """A phase's own length must be positive and end within training."""
-    label = str(p) if getattr(p, "steps", None) == Duration(T) else f"{p} ({T} updates)"
+    label = str(p) if getattr(p, "steps", None) == Duration(T) else f"{p} ({T} {unit}s)"
     if T <= 0:
         raise SpecError(f"{label}: a phase length must be positive")
     if total is not None and start + T > total:
         if start == 0:
-            raise SpecError(f"{label} is longer than training ({total} updates)")
+            raise SpecError(f"{label} is longer than training ({total} {unit}s)")
         raise SpecError(
-            f"{label} ends at update {start + T}, after the end of training ({total} updates)"
+            f"{label} ends at {unit} {start + T}, after the end of training ({total} {unit}s)"
         )
 
 
