@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import sys
 import time
@@ -56,9 +55,10 @@ import torch.nn.functional as F
 
 from lrlab.errors import LrlabError
 from lrlab.lab.config import TrainConfig
-from lrlab.lab.device import autocast_dtype, run_environment, select_device
+from lrlab.lab.device import run_environment
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
+from lrlab.lab.setup import optimizer_hyper as _optimizer_hyper  # noqa: F401 (auto_lr, for now)
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
 
@@ -224,17 +224,6 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _optimizer_hyper(config: TrainConfig) -> dict[str, Any]:
-    hyper: dict[str, Any] = {}
-    if config.betas is not None:
-        hyper["betas"] = tuple(config.betas)
-    if config.momentum is not None:
-        hyper["momentum"] = config.momentum
-    if config.eps is not None:
-        hyper["eps"] = config.eps
-    return hyper
-
-
 class _Trainer:
     """One run: set-up, the loop, records. ``train()`` is the public entry point."""
 
@@ -254,11 +243,6 @@ class _Trainer:
 
     # -- set-up --------------------------------------------------------------------------
     def prepare(self) -> RunResult | None:
-        cfg = self.config
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = select_device(cfg.device)
-        self.amp = autocast_dtype(self.device, cfg.amp)
         if self.dist.is_main:  # one writer per run directory; never another tool's
             self.records.check_ours()
             self.made_dir = not self.records.path.exists()
@@ -308,45 +292,32 @@ class _Trainer:
         return None
 
     def _build(self) -> None:
-        from lrlab.lab.data import load_dataset
-        from lrlab.lab.models import build_model, parse_hidden
-        from lrlab.optim import build_optimizer, scale_lr
+        from lrlab.lab.setup import build_run
+        from lrlab.optim import scale_lr
 
         cfg = self.config
-        self.data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit,
-                                 pixels=cfg.pixels, val_size=cfg.val_size).to(self.device)
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
-        hidden = parse_hidden(cfg.hidden) if cfg.hidden else None
-        model = build_model(cfg.resolved_model(), self.data, hidden=hidden).to(self.device)
-        self.channels_last = cfg.use_channels_last(self.device.type) and \
-            self.data.x_train.dim() == 4
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.world = self.dist.world_size
-        self.global_batch = cfg.batch_size * self.world * cfg.accumulate
-        self.updates_per_epoch = math.ceil(self.data.n_train / self.global_batch)
-        self.total_updates = self.updates_per_epoch * cfg.epochs
+        parts = self.parts = build_run(cfg, self.dist.world_size)
+        self.device, self.amp, self.data, self.model = (parts.device, parts.amp, parts.data,
+                                                        parts.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.world, self.global_batch = parts.world_size, parts.global_batch
+        self.updates_per_epoch, self.total_updates = parts.updates_per_epoch, parts.total_updates
 
         base_lr = self.lr_base = self._base_lr()
         lr = base_lr
         if cfg.scale_lr != "none":
             lr = scale_lr(base_lr, self.global_batch, cfg.ref_batch, rule=cfg.scale_lr)
         self.lr = lr
-        self.optimizer = build_optimizer(cfg.optimizer, model, lr, cfg.weight_decay,
-                                         no_decay=cfg.no_decay, lr_mult=cfg.lr_mult or None,
-                                         layer_decay=cfg.layer_decay, **_optimizer_hyper(cfg))
+        self.optimizer = parts.make_optimizer(lr)
         self.scheduler = Scheduler(self.optimizer, cfg.schedule, total_steps=self.total_updates,
                                    steps_per_epoch=self.updates_per_epoch, per=cfg.per,
                                    epochs=cfg.epochs if cfg.per == "epoch" else None)
-        self.train_model = model
+        self.train_model = self.model
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DDP(model, device_ids=ids)
+            self.train_model = DDP(self.model, device_ids=ids)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.environment = run_environment(self.device)
@@ -667,9 +638,7 @@ class _Trainer:
         correct = torch.zeros((), device=self.device)
         seen = 0
         for k, idx in enumerate(micro):
-            x, y = x_all[idx], y_all[idx]
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = self.parts.inputs(x_all[idx]), y_all[idx]
             sync = contextlib.nullcontext()
             if self.world > 1 and k < len(micro) - 1:
                 sync = self.train_model.no_sync()
