@@ -18,7 +18,7 @@ Workloads (--workloads):
 --cost-only times the range test alone, with the validation curve (default) and without
 it (--val-size 0), and prints the cost of the extra evaluation per update.
 
-    python benchmarks/find_lr_quality.py [--workloads lenet-sgd,lenet-adamw,mlp-sgd]
+    python benchmarks/find_lr_quality.py [--workloads lenet-sgd,lenet-adamw,mlp-sgd,mlp-adamw]
         [--epochs 5] [--mlp-epochs 20] [--grid 1e-4,3e-4,...] [--seed 0] [--jobs 2]
         [--limit N] [--cost-only]
 """
@@ -141,7 +141,7 @@ def _cost(workload: str, args: argparse.Namespace, threads: int, out: Path) -> N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", default="lenet-sgd,lenet-adamw,mlp-sgd")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--epochs", type=int, default=5, help="LeNet epochs (default 5)")
     ap.add_argument("--mlp-epochs", type=int, default=20, help="MLP epochs (default 20)")
     ap.add_argument("--grid", default=",".join(map(str, GRID)))

@@ -72,17 +72,19 @@ def test_validation_subset_is_fixed_and_capped():
     from lrlab.lab.auto_lr import VAL_EXAMPLES, VAL_SUBSET_SEED, validation_batches
     from lrlab.lab.data import load_dataset
 
-    data = load_dataset("classification")  # the course's own 1,600 validation examples
-    batches = validation_batches(data, 500)
-    assert [len(y) for _, y in batches] == [500, 500, 500, 100]  # all 1,600 < 2,048
+    assert VAL_EXAMPLES == 1024
+    data = load_dataset("blobs", seed=0)  # 200 validation examples, fewer than 1,024
+    batches = validation_batches(data, 64)
+    assert [len(y) for _, y in batches] == [64, 64, 64, 8]
     x = torch.cat([b[0] for b in batches])
     assert torch.equal(x, data.x_val)  # every example, in the split's order
-    big = type("D", (), {"x_val": torch.arange(5000.0)[:, None],
-                         "y_val": torch.arange(5000)})()
-    picked = torch.cat([y for _, y in validation_batches(big, 1000)])
+    data = load_dataset("classification")  # the course's own 1,600 validation examples
+    batches = validation_batches(data, 500)
+    assert [len(y) for _, y in batches] == [500, 500, 24]
     gen = torch.Generator().manual_seed(VAL_SUBSET_SEED)
-    expect = torch.randperm(5000, generator=gen)[:VAL_EXAMPLES].sort().values
-    assert VAL_EXAMPLES == 2048 and torch.equal(picked, expect)
+    pick = torch.randperm(1600, generator=gen)[:1024].sort().values
+    assert torch.equal(torch.cat([b[0] for b in batches]), data.x_val[pick])
+    assert torch.equal(torch.cat([b[1] for b in batches]), data.y_val[pick])
     assert validation_batches(type("D", (), {"x_val": None, "y_val": None})(), 64) is None
 
 
