@@ -119,7 +119,8 @@ def test_bad_flag_exits_2_with_one_line(tmp_path, capsys, argv):
                                   ["--start", "0"], ["--compile"], ["--update-ratio"],
                                   ["--lr", "0.1"], ["--lr", "auto"],
                                   ["--schedule", "exp(0.99) >> constant()"],
-                                  ["--schedule", "cosine(steps=1000)", "--epochs", "2"]])
+                                  ["--schedule", "cosine(steps=1000)", "--epochs", "2"],
+                                  ["--plot", "x.foo"], ["--plot", "/tmp"]])
 def test_bad_range_and_refused_flags_are_one_line_errors(tmp_path, capsys, argv):
     assert main(_find_lr(tmp_path, *argv)) == 2
     captured = capsys.readouterr()

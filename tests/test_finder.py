@@ -526,3 +526,8 @@ def test_result_is_serialisable_and_the_plot_is_written_atomically(tmp_path):
     path = r.plot(tmp_path / "sub" / "curve.png")
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["curve.png"]
+    assert r.plot(tmp_path / "sub" / "bare").name == "bare.png"
+    assert r.plot(tmp_path / "v.svg").read_bytes().lstrip().startswith(b"<?xml")
+    for bad in (tmp_path / "x.foo", tmp_path):
+        with pytest.raises(LrlabError, match="plot"):
+            r.plot(bad)

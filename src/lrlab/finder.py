@@ -86,14 +86,14 @@ Suggestions (read on the smoothed curve, up to its minimum)
         when the loss does not fall.
     ``minimum``
         The LR at the minimum of the smoothed loss: the largest LR at which the loss still
-        fell, beyond which it rises. Smith (2017) takes this point ("when the accuracy
-        slows, becomes ragged, or starts to fall") as the upper bound of a cycle, i.e. the
-        peak of a schedule that warms up to it and decays. It is not the largest *stable*
-        LR: the ramp moves on while an instability grows, so the loss turns up only a few
-        steps after the LR crossed the edge (on a quadratic, gradient descent's bound
-        ``2/λ_max`` is crossed up to ~3× before the minimum on the default ramp; networks,
-        whose sharpness adapts to the LR, train well at it when warmed up to it). When the
-        loss was still falling at ``end``, the reason says so: the minimum lies above ``end``.
+        fell, beyond which it rises. Smith (2017) puts the upper bound of a cycle where the
+        range test stops improving, i.e. the peak of a schedule that warms up to it and
+        decays. It is not the largest *stable* LR: the ramp moves on while an instability
+        grows, so the loss turns up a few steps after the LR has crossed the edge (in the
+        tests' least-squares example the minimum lies 3× above gradient descent's bound
+        ``2/λ_max``; networks, whose sharpness adapts to the LR, trained well when warmed up
+        to it, see *Choice*). When the loss was still falling at ``end``, the reason says
+        so: the minimum lies above ``end``.
     ``steepest`` and ``valley`` lie below ``minimum`` by construction.
 
 Choice
@@ -137,7 +137,8 @@ import torch
 from lrlab.errors import LrlabError
 from lrlab.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS", "ramp", "smooth_curve"]
+__all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS", "ramp", "smooth_curve",
+           "plot_target"]
 
 SUGGESTIONS = ("steepest", "valley", "minimum")
 
@@ -222,14 +223,13 @@ class LRFinderResult:
         """Write loss vs LR (log axis) with the suggestions as labelled vertical lines.
 
         The file is written next to ``path`` under a temporary name, then renamed, so a
-        reader never sees half a file. The format follows the suffix (``.png`` by default).
+        reader never sees half a file. The format follows the suffix: ``.png`` (added when
+        there is none), ``.svg`` or ``.pdf`` (see :func:`plot_target`).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(".png")
+        path = plot_target(path)
         fig = Figure(figsize=(7.5, 4.5))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
@@ -273,6 +273,21 @@ class LRFinderResult:
             if tmp.exists():
                 tmp.unlink()
         return path
+
+
+def plot_target(path: str | os.PathLike[str]) -> Path:
+    """The file a plot of ``path`` goes to: ``.png`` added when there is no suffix; a
+    directory, or a suffix other than ``.png``/``.svg``/``.pdf``, is an LrlabError."""
+    path = Path(path)
+    if path.is_dir():
+        raise LrlabError(f"plot: {str(path)!r} is a directory; give a file name ending in "
+                         ".png, .svg or .pdf")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise LrlabError(f"plot: the file name must end in .png, .svg or .pdf, got "
+                         f"{str(path)!r}")
+    return path
 
 
 # -- arguments --------------------------------------------------------------------------------

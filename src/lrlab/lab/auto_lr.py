@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from lrlab.errors import LrlabError
-from lrlab.finder import LRFinderResult, find_lr
+from lrlab.finder import LRFinderResult, find_lr, plot_target
 from lrlab.lab.config import TrainConfig
 from lrlab.schedules import Schedule, parse
 
@@ -189,6 +189,8 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
     from lrlab.lab.models import build_model, parse_hidden
 
     config.validate()
+    if plot_path is not None:
+        plot_path = plot_target(plot_path)  # a bad path fails before the test runs
     if config.threads:
         torch.set_num_threads(config.threads)
     device = select_device(config.device)
