@@ -25,11 +25,13 @@ one CPU thread (a shared 2-core machine, 100-update ramps, ms per update without
 19.9 / 24.6 / 32.1 / 48.0 / 77.7, AdamW 18.1 / 25.6 / 35.4 / 50.4 / 81.4; the unit-6 MLP
 (batch 32) 0.4–0.7 / 0.7–1.0 / 0.8–1.0 / 1.0–1.3 / 1.2–1.5. So 1,024 examples make the
 LeNet test 2.4–2.8× as long as on the training loss alone (2,048: 3.9–4.5×). On those four
-workloads 1,024 and 2,048 examples gave the same three suggestions; 256 and 512 moved the
-MLP's ``minimum`` by one or two steps of the ramp. A fixed set has no batch-to-batch
-sampling noise, so its curve is far smoother than the training loss: on the MLP with SGD
-at batch 32 the training curve's fall (7 %) is within its noise (nothing trained, by the
-rule of :mod:`lrlab.finder`), while the validation curve's is clear.
+workloads 1,024 and 2,048 examples gave the same three suggestions (``python
+benchmarks/find_lr_quality.py --cost-only`` repeats the LeNet timing: 2.41× for SGD, 2.47×
+for AdamW, medians of three alternated runs); 256 and 512 moved the MLP's ``minimum`` by
+one or two steps of the ramp. A fixed set has no batch-to-batch sampling noise, so its
+curve is far smoother than the training loss: on the MLP with SGD at batch 32 the
+training curve's fall (7 %) is within its noise (nothing trained, by the rule of
+:mod:`lrlab.finder`), while the validation curve's is clear.
 
 Batch-size scaling: the test measures the LR for the batch it ran with (the global batch).
 When the config scales its LR (``scale_lr`` linear/sqrt from ``ref_batch``), the LR handed
