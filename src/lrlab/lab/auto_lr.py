@@ -1,14 +1,14 @@
 """The LR range test on a lab configuration: ``lrlab find-lr`` and ``lrlab train --lr auto``.
 
-``run_find_lr(config, ...)`` builds the data, the model and the optimizer exactly as
-``lrlab train`` would for ``config`` (the same seeded initialisation: ``torch.manual_seed``
-and ``random.seed`` with ``config.seed``, then ``build_model``), runs
-:func:`lrlab.finder.find_lr` on mini-batches of one global batch (``batch_size ×
-accumulate``) taken as slices of random permutations of the training set (drawn from a
-generator seeded with ``config.seed``, so the global RNG is not touched), and returns the
-result with the ``lrlab train`` command line that uses it.
+``run_find_lr(config, ...)`` sets the run up with :func:`lrlab.lab.setup.build_run`, the
+one set-up ``lrlab train`` uses (same data and validation split, same seeded model, same
+param groups), runs :func:`lrlab.finder.find_lr` on mini-batches of one global batch
+(``batch_size × accumulate``) taken as slices of random permutations of the training set
+(drawn from a generator seeded with ``config.seed``, so the global RNG is not touched), and
+returns the result with the ``lrlab train`` command line that uses it.
 
-``pick_lr(trainer)`` is the same test inside a run being set up (``--lr auto``).
+``pick_lr(parts, dist)`` is the same test on the parts of a run being set up (``--lr
+auto``).
 
 Which curve chooses: whatever chooses reads validation (DESIGN.md, *Honest numbers*). When
 the dataset has a validation split, the model is evaluated after every update of the ramp
@@ -49,7 +49,6 @@ already fill it), the run's own schedule is suggested unchanged and the note say
 from __future__ import annotations
 
 import math
-import random
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +60,7 @@ import torch.nn.functional as F
 from lrlab.errors import LrlabError
 from lrlab.finder import LRFinderResult, find_lr, plot_target
 from lrlab.lab.config import TrainConfig
+from lrlab.lab.setup import RunParts, build_run
 from lrlab.schedules import Schedule, parse
 
 __all__ = ["run_find_lr", "pick_lr", "train_command", "suggested_schedule",
@@ -141,28 +141,18 @@ def _lr_scale(config: TrainConfig, global_batch: int) -> float:
     return scale_lr(1.0, global_batch, config.ref_batch, rule=config.scale_lr)
 
 
-def _build_optimizer(config: TrainConfig, model: torch.nn.Module,
-                     lr: float) -> torch.optim.Optimizer:
-    from lrlab.lab.trainer import _optimizer_hyper
-    from lrlab.optim import build_optimizer
-
+def _run(parts: RunParts, start: float, end: float, steps: int, mode: str,
+         choose: str | None) -> LRFinderResult:
+    config, data = parts.config, parts.data
     # the same param groups as training (no-decay, lr_mult, layer decay): their ratios hold
-    return build_optimizer(config.optimizer, model, lr, config.weight_decay,
-                           no_decay=config.no_decay, lr_mult=config.lr_mult or None,
-                           layer_decay=config.layer_decay, **_optimizer_hyper(config))
-
-
-def _run(config: TrainConfig, model: torch.nn.Module, data: Any, device: torch.device,
-         amp: torch.dtype | None, global_batch: int, start: float, end: float, steps: int,
-         mode: str, choose: str | None) -> LRFinderResult:
-    optimizer = _build_optimizer(config, model, start)
-    channels_last = config.use_channels_last(device.type)
-    batches = _batches(data.x_train, data.y_train, global_batch, config.seed, channels_last)
-    val = validation_batches(data, config.eval_batch_size, channels_last)
-    result = find_lr(model, optimizer, _loss, batches, start=start, end=end, steps=steps,
-                     mode=mode, choose=choose, autocast=amp, val_batches=val)
+    optimizer = parts.make_optimizer(start)
+    batches = _batches(data.x_train, data.y_train, parts.global_batch, config.seed,
+                       parts.channels_last)
+    val = validation_batches(data, config.eval_batch_size, parts.channels_last)
+    result = find_lr(parts.model, optimizer, _loss, batches, start=start, end=end, steps=steps,
+                     mode=mode, choose=choose, autocast=parts.amp, val_batches=val)
     n = len(data.x_train)
-    used = min(global_batch, n)
+    used = min(parts.global_batch, n)
     result.settings.update(batch=used, n_train=n,
                            epochs_equivalent=result.settings["steps_run"] * used / n,
                            val_examples=sum(len(b[1]) for b in val) if val else 0)
@@ -186,32 +176,14 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
         The result, and the command line that trains with the chosen LR (None when nothing
         trained: ``result.chosen_reason`` says so).
     """
-    from lrlab.lab.data import load_dataset
-    from lrlab.lab.device import autocast_dtype, select_device
-    from lrlab.lab.models import build_model, parse_hidden
-
-    config.validate()
     if plot_path is not None:
         plot_path = plot_target(plot_path)  # a bad path fails before the test runs
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = select_device(config.device)
-    amp = autocast_dtype(device, config.amp)
-    data = load_dataset(config.dataset, config.data_dir, seed=config.seed, limit=config.limit,
-                        pixels=config.pixels, val_size=config.val_size).to(device)
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    hidden = parse_hidden(config.hidden) if config.hidden else None
-    model = build_model(config.resolved_model(), data, hidden=hidden).to(device)
-    if config.use_channels_last(device.type) and data.x_train.dim() == 4:
-        model = model.to(memory_format=torch.channels_last)
-    global_batch = config.batch_size * config.accumulate
-    updates_per_epoch = math.ceil(len(data.x_train) / global_batch)
+    parts = build_run(config)
+    config, updates_per_epoch = parts.config, parts.updates_per_epoch
     why = _fits(config, parse(config.schedule), updates_per_epoch)
     if why is not None:  # the run itself could not start: say so before the test runs
         raise LrlabError(f"schedule {config.schedule!r} does not fit this run: {why}")
-    result = _run(config, model, data, device, amp, global_batch, start, end, steps, mode,
-                  choose)
+    result = _run(parts, start, end, steps, mode, choose)
     if plot_path is not None:
         result.settings["plot"] = str(result.plot(plot_path))
     if result.chosen_lr is None:
@@ -221,9 +193,12 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
 
 def _fits(config: TrainConfig, schedule: Schedule, updates_per_epoch: int) -> str | None:
     """None when the trainer can bind ``schedule`` to this run, else the reason it cannot."""
+    from lrlab.lab.setup import optimizer_hyper
+    from lrlab.optim import build_optimizer
     from lrlab.scheduler import Scheduler
 
-    optimizer = _build_optimizer(config, torch.nn.Linear(1, 1), 1.0)
+    optimizer = build_optimizer(config.optimizer, torch.nn.Linear(1, 1), 1.0,
+                                config.weight_decay, **optimizer_hyper(config))
     try:
         Scheduler(optimizer, schedule, total_steps=updates_per_epoch * config.epochs,
                   steps_per_epoch=updates_per_epoch, per=config.per,  # type: ignore[arg-type]
@@ -311,29 +286,31 @@ def train_command(config: TrainConfig, chosen_lr: float, updates_per_epoch: int)
     return " ".join(shlex.quote(a) for a in args) + f"\n# {note}"
 
 
-def pick_lr(trainer: Any) -> tuple[float, dict[str, Any]]:
-    """``--lr auto``: run the range test on the trainer's model and data, before training.
+def pick_lr(parts: RunParts | Any, dist: Any = None) -> tuple[float, dict[str, Any]]:
+    """``--lr auto``: run the range test on the parts of a run being set up, before training.
 
-    The model, the RNGs and everything else are left as they were, so the run then trains
-    exactly as a run given the chosen LR would. Returns the base LR (the chosen LR divided
-    by the config's batch-size scaling factor) and the record written to ``lr_finder.json``:
-    the result's ``to_dict()`` with ``chosen``, ``lr_found`` and ``lr_base``. Under
-    torchrun the test runs on rank 0 and its choice is broadcast. When nothing trained,
-    LrlabError (one line): a run needs an LR, and the test found none.
+    ``parts`` is the run's :class:`~lrlab.lab.setup.RunParts` (a trainer holding ``parts``
+    and ``dist`` is accepted too, for the call the trainer makes today). The model, the RNGs
+    and everything else are left as they were, so the run then trains exactly as a run
+    given the chosen LR would. Returns the base LR (the chosen LR divided by the config's
+    batch-size scaling factor) and the record written to ``lr_finder.json``: the result's
+    ``to_dict()`` with ``chosen``, ``lr_found`` and ``lr_base``. Under torchrun (``dist``
+    with ``world_size > 1``) the test runs on rank 0 and its choice is broadcast. When
+    nothing trained, LrlabError (one line, on every rank): a run needs an LR, and the test
+    found none.
     """
-    config: TrainConfig = trainer.config
-    dist = getattr(trainer, "dist", None)
+    if not isinstance(parts, RunParts):  # a trainer
+        parts, dist = parts.parts, getattr(parts, "dist", dist)
     distributed = dist is not None and dist.world_size > 1
     record: dict[str, Any] | None = None
     if not distributed or dist.is_main:
         s = FINDER_DEFAULTS
-        result = _run(config, trainer.model, trainer.data, trainer.device, trainer.amp,
-                      trainer.global_batch, s["start"], s["end"], s["steps"], s["mode"], None)
+        result = _run(parts, s["start"], s["end"], s["steps"], s["mode"], None)
         if result.chosen_lr is None:
             record = {"error": f"--lr auto: the LR range test suggests no LR "
                                f"({result.chosen_reason}); give --lr a number"}
         else:
-            base = result.chosen_lr / _lr_scale(config, trainer.global_batch)
+            base = result.chosen_lr / _lr_scale(parts.config, parts.global_batch)
             record = result.to_dict()
             record.update(chosen=result.chosen, lr_found=result.chosen_lr, lr_base=base)
     if distributed:
