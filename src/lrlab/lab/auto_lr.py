@@ -48,7 +48,6 @@ already fill it), the run's own schedule is suggested unchanged and the note say
 
 from __future__ import annotations
 
-import math
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +59,9 @@ import torch.nn.functional as F
 from lrlab.errors import LrlabError
 from lrlab.finder import LRFinderResult, find_lr, plot_target
 from lrlab.lab.config import TrainConfig
+from lrlab.lab.distributed import DistContext
 from lrlab.lab.setup import RunParts, build_run
-from lrlab.schedules import Schedule, parse
+from lrlab.schedules import Schedule, parse, untuned_warmup_steps
 
 __all__ = ["run_find_lr", "pick_lr", "train_command", "suggested_schedule",
            "default_plot_path", "validation_batches", "FINDER_DEFAULTS", "VAL_EXAMPLES",
@@ -233,12 +233,7 @@ def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Sch
                     f"does not fit the run ({why})")
     if config.optimizer in _ADAM_FAMILY:
         beta2 = config.betas[1] if config.betas is not None else 0.999
-        try:
-            from lrlab.schedules import untuned_warmup_steps
-
-            w = untuned_warmup_steps(beta2)
-        except LrlabError:
-            w = math.ceil(2 / (1 - beta2))
+        w = untuned_warmup_steps(beta2)  # betas were validated with the config: in [0, 1)
         note += (f"; for {config.optimizer}, warmup(auto) is the untuned warmup of Ma & Yarats "
                  f"(2021), 2/(1-beta2) = {w} updates for beta2={beta2:g} "
                  f"(= {w / updates_per_epoch:.1f} epochs here)")
@@ -286,11 +281,10 @@ def train_command(config: TrainConfig, chosen_lr: float, updates_per_epoch: int)
     return " ".join(shlex.quote(a) for a in args) + f"\n# {note}"
 
 
-def pick_lr(parts: RunParts | Any, dist: Any = None) -> tuple[float, dict[str, Any]]:
+def pick_lr(parts: RunParts, dist: DistContext | None = None) -> tuple[float, dict[str, Any]]:
     """``--lr auto``: run the range test on the parts of a run being set up, before training.
 
-    ``parts`` is the run's :class:`~lrlab.lab.setup.RunParts` (a trainer holding ``parts``
-    and ``dist`` is accepted too, for the call the trainer makes today). The model, the RNGs
+    ``parts`` is the run's :class:`~lrlab.lab.setup.RunParts`. The model, the RNGs
     and everything else are left as they were, so the run then trains exactly as a run
     given the chosen LR would. Returns the base LR (the chosen LR divided by the config's
     batch-size scaling factor) and the record written to ``lr_finder.json``: the result's
@@ -299,8 +293,6 @@ def pick_lr(parts: RunParts | Any, dist: Any = None) -> tuple[float, dict[str, A
     nothing trained, LrlabError (one line, on every rank): a run needs an LR, and the test
     found none.
     """
-    if not isinstance(parts, RunParts):  # a trainer
-        parts, dist = parts.parts, getattr(parts, "dist", dist)
     distributed = dist is not None and dist.world_size > 1
     record: dict[str, Any] | None = None
     if not distributed or dist.is_main:

@@ -58,7 +58,6 @@ from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import run_environment
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
-from lrlab.lab.setup import optimizer_hyper as _optimizer_hyper  # noqa: F401 (auto_lr, for now)
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
 
@@ -388,7 +387,7 @@ class _Trainer:
             return float(self.records.read_config().get("lr_base"))
         from lrlab.lab.auto_lr import pick_lr
 
-        lr, record = pick_lr(self)
+        lr, record = pick_lr(self.parts, self.dist)
         self.lr_finder_record = record
         return lr
 
