@@ -240,6 +240,7 @@ import torch
 
 from lrlab.errors import LrlabError
 from lrlab.rng import capture_rng_state, restore_rng_state
+from lrlab.tensors import as_float
 
 __all__ = ["find_lr", "LRFinderResult", "Suggestion", "SUGGESTIONS", "ramp", "smooth_curve",
            "plot_target"]
@@ -529,10 +530,6 @@ def _set_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
-def _as_float(value: Any) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
-
-
 # -- the test ---------------------------------------------------------------------------------
 def find_lr(
     model: torch.nn.Module,
@@ -585,11 +582,11 @@ def find_lr(
         raise LrlabError(f"LR range test: window must be an odd number of points >= 1, got "
                          f"{window!r}")
     groups = optimizer.param_groups
-    lr0 = _as_float(groups[0]["lr"])
+    lr0 = as_float(groups[0]["lr"])
     if not lr0 > 0 or not math.isfinite(lr0):
         raise LrlabError(f"LR range test: param group 0 needs a positive lr to take the other "
                          f"groups' ratios from, got {lr0!r}")
-    ratios = [_as_float(g["lr"]) / lr0 for g in groups]
+    ratios = [as_float(g["lr"]) / lr0 for g in groups]
     schedule = ramp(start, end, steps, mode)
     val = list(val_batches) if val_batches is not None else None
     if val is not None and not val:

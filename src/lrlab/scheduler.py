@@ -65,6 +65,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from lrlab.errors import LrlabError
 from lrlab.schedules import Context, Plateau, PlateauState, Schedule, parse
+from lrlab.tensors import as_float
 
 __all__ = ["PlateauNotReportedWarning", "ScheduleChangedWarning", "Scheduler", "optimizer_beta2"]
 
@@ -90,10 +91,6 @@ def optimizer_beta2(optimizer: Optimizer) -> float | None:
         return float(betas[1]) if betas is not None and len(betas) >= 2 else None
     except (TypeError, ValueError):
         return None
-
-
-def _as_float(value: float | torch.Tensor) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _positive_int(name: str, value: Any) -> int | None:
@@ -383,7 +380,7 @@ class Scheduler(LRScheduler):
         peaks: list[float] = []
         for i, group in enumerate(optimizer.param_groups):
             try:
-                peak = _as_float(group.get("initial_lr", group["lr"]))
+                peak = as_float(group.get("initial_lr", group["lr"]))
             except (KeyError, TypeError, ValueError, RuntimeError):
                 raise LrlabError(f"param group {i} has no usable lr: {group.get('lr')!r}"[:200]) \
                     from None

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from lrlab.errors import LrlabError
+from lrlab.tensors import as_float
 
 Impl = Literal["auto", "single", "foreach", "fused"]
 IMPLS: tuple[str, ...] = ("auto", "single", "foreach", "fused")
@@ -75,10 +76,6 @@ def _check_hyper(lr: Any, betas: Any, weight_decay: Any) -> None:
             raise LrlabError(f"Lion betas[{i}] must be in [0, 1), got {b}")
     if not 0.0 <= _real("weight_decay", weight_decay) < math.inf:
         raise LrlabError(f"Lion weight_decay must be finite and >= 0, got {weight_decay}")
-
-
-def _as_float(x: float | Tensor) -> float:
-    return float(x.item()) if isinstance(x, Tensor) else float(x)
 
 
 # --------------------------------------------------------------------------- single
@@ -332,7 +329,7 @@ class Lion(torch.optim.Optimizer):
         fn = _lion_single if impl == "single" else _lion_foreach
         for group, ps, gs, ms in work:
             b1, b2 = group["betas"]
-            fn(ps, gs, ms, lr=_as_float(group["lr"]), wd=float(group["weight_decay"]),
+            fn(ps, gs, ms, lr=as_float(group["lr"]), wd=float(group["weight_decay"]),
                beta1=float(b1), beta2=float(b2), maximize=bool(group["maximize"]))
         return loss
 
