@@ -239,6 +239,7 @@ import numpy as np
 import torch
 
 from lrlab.errors import LrlabError
+from lrlab.files import atomic_file
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.tensors import as_float
 
@@ -370,13 +371,8 @@ class LRFinderResult:
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-        try:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=110)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_file(path, "wb") as fh:
+            fig.savefig(fh, format=path.suffix[1:], dpi=110)
         return path
 
 
