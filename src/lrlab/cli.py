@@ -83,7 +83,7 @@ def _add_schedule(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from lrlab.schedule_view import build_view, format_view, plot_view, terminal_curves
+    from lrlab.lab.schedule_view import build_view, format_view, plot_view, terminal_curves
 
     view = build_view([args.spec, *args.compare], lr=args.lr, steps=args.steps,
                       epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, per=args.per,

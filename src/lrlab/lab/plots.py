@@ -35,7 +35,7 @@ def lr_curve(run: RunData) -> tuple[list[float], list[float]] | None:
     upe = int(cfg.get("updates_per_epoch") or 0)
     if spec and peak and epochs and "plateau" not in spec:
         from lrlab.errors import LrlabError
-        from lrlab.schedule_view import build_view
+        from lrlab.lab.schedule_view import build_view
 
         beta2 = run_beta2(cfg)
         try:
