@@ -124,7 +124,12 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, mn
             break
         time.sleep(0.02)
     assert metrics is not None, "the run never wrote two epochs"
-    time.sleep(0.15)  # well inside the next epoch
+    # the checkpoint after epoch 1 is written right after its metrics row: once it is there,
+    # the process is inside epoch 2 (an observable event, not a guess about speed)
+    ck = metrics.parent / "checkpoint.pt"
+    while time.time() < deadline and not (
+            ck.exists() and torch.load(ck, weights_only=True)["epoch"] >= 2):
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run = metrics.parent
@@ -157,8 +162,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path, mnist_dir):
         if runs and len(read_jsonl(runs[0] / "metrics.jsonl")) >= 1:
             break
         time.sleep(0.02)
-    time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the handler is in place: an epoch was recorded
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stdout
