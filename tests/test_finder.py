@@ -86,8 +86,9 @@ def test_suggestions_against_gradient_descent_written_out(loss, scale, batch, en
     # the recorded curve is the hand-written one
     hand = _gd_ramp_losses(x, y, r.lrs, batch, scale)
     i_low = min(range(len(r.losses)), key=lambda i: hand[i])
-    # float32 against float64, up to the lowest point (the blow-up after it amplifies both)
-    assert r.losses[:i_low + 1] == pytest.approx(hand[:i_low + 1], rel=1e-2)
+    # float32 against float64, up to just before the lowest point: from there on the ramp is
+    # past the stability bound and both blow their rounding differences up geometrically
+    assert r.losses[:i_low] == pytest.approx(hand[:i_low], rel=1e-2)
     assert r.trained and r.curve_used == "train"
     assert [s.name for s in r.suggestions] == list(SUGGESTIONS)
     # steepest and valley lie where gradient descent is stable
