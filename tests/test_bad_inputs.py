@@ -185,6 +185,19 @@ CASES = [
     Case("grid unknown optimizer", lambda d: ["compare", "--grid", "optimizer=nosuchopt",
                                               "--out", str(d / "g"), *BLOBS], 2, "nosuchopt",
          check=lambda d: not (d / "g").exists()),
+    # -- schedules and the range test: refused before anything is written ----------------
+    Case("schedule reaching inf", lambda d: ["schedule", "exp(1.5)", "--steps", "5000",
+                                             "--format", "json"], 2, "update 1751"),
+    Case("train with a schedule reaching inf",
+         lambda d: ["train", *BLOBS, "--epochs", "3", "--batch-size", "1", "--schedule",
+                    "exp(1.5)", "--out", str(d / "o")], 2, "update 1751",
+         check=lambda d: not (d / "o").exists()),
+    Case("find-lr plot of an unknown kind", lambda d: ["find-lr", *BLOBS, "--plot",
+                                                       str(d / "x.foo")], 2, ".png",
+         check=lambda d: not (d / "x.foo").exists()),
+    Case("find-lr plot onto a directory", lambda d: ["find-lr", *BLOBS, "--plot", str(d)], 2,
+         "is a directory"),
+    Case("find-lr with --lr", lambda d: ["find-lr", *BLOBS, "--lr", "0.1"], 2, "--lr"),
     # -- resume: every flag honoured or refused ------------------------------------------
     Case("resume with --lr", lambda d: ["train", "--resume", str(d / "run"), "--lr", "5"], 2,
          "--lr cannot change"),
@@ -258,3 +271,12 @@ def test_append_never_glues_a_row_onto_a_foreign_partial_line(tmp_path):
 
 def test_the_corpus_runs_in_a_clean_environment():
     assert "LRLAB_DATA" not in os.environ or Path(os.environ["LRLAB_DATA"]).is_dir()
+
+
+def test_a_range_test_where_nothing_trains_suggests_no_lr(capsys):
+    # LRs of 1e-12 .. 1e-10 cannot move the loss: the test must say so and exit 1 (it ran,
+    # but has no answer), not print an LR picked from noise.
+    code = main(["find-lr", *BLOBS, "--start", "1e-12", "--end", "1e-10"])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "nothing trained" in out + err and "Traceback" not in err

@@ -230,7 +230,7 @@ class _Trainer:
                  dist: DistContext, echo: bool, lock_wait: float = 0.0) -> None:
         self.config = config
         self.lock_wait = lock_wait
-        self.made_dir = False
+        self.made_dirs: list[Path] = []  # the run directory and any --out parents made here
         self.dist = dist
         self.records = RunRecords(config.run_dir())
         self.resume = resume
@@ -244,7 +244,10 @@ class _Trainer:
     def prepare(self) -> RunResult | None:
         if self.dist.is_main:  # one writer per run directory; never another tool's
             self.records.check_ours()
-            self.made_dir = not self.records.path.exists()
+            missing = self.records.path
+            while not missing.exists() and missing != missing.parent:
+                self.made_dirs.append(missing)
+                missing = missing.parent
             self.records.path.mkdir(parents=True, exist_ok=True)
             self.records.lock.acquire(wait=self.lock_wait)
         existing = self.records.exists()
@@ -453,16 +456,18 @@ class _Trainer:
         """After an exception: leave records that say what happened (best effort).
 
         The summary is recomputed from the epochs in metrics.jsonl; a directory this call made
-        and never wrote a record into is removed again.
+        and never wrote a record into is removed again, with the --out folders it made.
         """
         if not self.dist.is_main:
             return
         records = self.records
         try:
             if not records.exists():
-                if self.made_dir:
+                if self.made_dirs:
                     (records.path / ".lock").unlink(missing_ok=True)
-                    records.path.rmdir()
+                    with contextlib.suppress(OSError):  # stops at a folder no longer empty
+                        for made in self.made_dirs:  # innermost first
+                            made.rmdir()
                 return
             summary = records.summary() or {}
             if summary.get("status") not in ("running", None):
