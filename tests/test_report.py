@@ -388,6 +388,29 @@ def test_verdict_against_a_published_spread_and_a_target():
     assert stats([0.9], None).verdict is None
 
 
+def test_a_row_whose_seeds_split_between_training_and_failing_gets_no_verdict():
+    from collections import Counter
+
+    from lrlab.lab.report import LabelStats, _headline
+
+    published = {"value": 0.886, "spread": 0.011, "kind": "published"}
+    # two seeds at 0.89, one stuck at chance: the mean 0.627 has a 95% interval of
+    # 0.627 ± 4.303 · 0.455 / √3, about [-0.50, 1.76], which "holds" any published number;
+    # calling that "within" would be a verdict the seeds cannot support
+    split = LabelStats("multi-step", [], Counter({"ok": 2, "not-learning": 1}),
+                       [0.89, 0.891, 0.1], [0.89, 0.891, 0.1], None, None, published)
+    assert split.verdict == "unstable" and "1 of 3" in split.verdict_note
+    fine = LabelStats("cosine", [], Counter({"ok": 3}), [0.885, 0.887, 0.889],
+                      [0.885, 0.887, 0.889], None, None, published)
+    dead = LabelStats("dead", [], Counter({"not-learning": 3}), [0.1, 0.1, 0.1],
+                      [0.1, 0.1, 0.1], None, None, published)
+    assert fine.verdict == "within" and dead.verdict == "below"  # consistent outcomes judged
+    line = next(x for x in _headline([split, fine, dead], None) if "agree" in x)
+    assert line.startswith("1 of 3 rows with a reference agree")
+    assert "not reproduced: dead below" in line
+    assert "multi-step (1 of 3 diverged or did not learn)" in line
+
+
 def test_report_shows_the_environment_and_flags_differences(tmp_path):
     env = {"torch": "2.13.0+cpu", "python": "3.11.7", "threads": 2, "device": "cpu",
            "gpu": None, "deterministic": False, "cudnn_deterministic": False}

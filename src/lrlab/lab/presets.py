@@ -126,9 +126,10 @@ _D2L_ROWS = (
         ("the book stepped its MultiStepLR 30 times while plotting it, so its training "
          "actually ran at a constant 0.125 (0.5·0.5³); this row runs the text's schedule: "
          "0.5 until epoch 15, then 0.25",
-         "with pixels/255 inputs, SGD at 0.5 kills this LeNet in its first epoch (loss stuck "
-         "at ln 10, run flagged not-learning): the published 0.886 cannot come from the "
-         "text's schedule; the next row runs what the book's code ran")),
+         "with pixels/255 inputs, SGD at 0.5 sits at the edge of stability for this LeNet: "
+         "depending on the seed (and the machine's arithmetic) a run trains or stays at "
+         "chance level from its first epoch (flagged not-learning); the published 0.886 "
+         "came from what the book's code ran, the next row")),
     Row("multi-step as run", {"schedule": "constant()", "lr": 0.125}, _d2l(0.886, 0.011),
         ("what the book's code actually trained: its MultiStepLR was exhausted while plotting, "
          "so every epoch ran at 0.5·0.5³ = 0.125",)),

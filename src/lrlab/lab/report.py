@@ -21,7 +21,8 @@ What chooses reads validation, what reports reads test (DESIGN.md, "Honest numbe
   Holm-adjusted over the report's contrasts: ``better``/``worse`` only when significant;
 - a reference (published number or target) is compared by
   :func:`lrlab.lab.stats.reference_verdict`: our 95% interval widened by the published
-  spread.
+  spread; a row whose seeds split between training and diverging / not learning gets no
+  verdict (``unstable``) and is not counted as agreeing.
 
 ``summary.csv``, one row per label (numbers with 6 decimals, empty when unknown): ``label``,
 ``runs``, one count per status, ``final_acc_n``/``_mean``/``_sd``/``_ci95_low``/
@@ -167,17 +168,30 @@ class LabelStats:
         """Runs of the row that did not train every epoch (not averaged)."""
         return sum(1 for r in self.runs if not r.complete)
 
+    @property
+    def failed_runs(self) -> int:
+        """Runs of the row that diverged or did not learn."""
+        return self.status.get("diverged", 0) + self.status.get("not-learning", 0)
+
     def _reference(self) -> tuple[str, str] | None:
         ref = self.reference or {}
         if ref.get("value") is None:
             return None
+        if self.status.get("ok") and self.failed_runs:
+            # some seeds trained and some did not: the row's mean mixes two outcomes and its
+            # interval is meaningless, so no verdict (it is neither a match nor a miss)
+            total = self.status.get("ok", 0) + self.failed_runs
+            return ("unstable", f"{self.failed_runs} of {total} runs diverged or did not "
+                    "learn: no verdict on seeds this split")
         return st.reference_verdict(self.test, float(ref["value"]), ref.get("spread"),
                                     str(ref.get("kind", "published")))
 
     @property
     def verdict(self) -> str | None:
         """How the final test accuracy compares with the reference (see
-        :func:`lrlab.lab.stats.reference_verdict`): within / above / below / met / missed."""
+        :func:`lrlab.lab.stats.reference_verdict`): within / above / below / met / missed;
+        ``unstable`` when some of the row's seeds trained and others diverged or did not
+        learn (no verdict)."""
         v = self._reference()
         return None if v is None else v[0]
 
@@ -515,12 +529,18 @@ def _headline(stats: list[LabelStats], baseline: str | None,
     judged = [s for s in stats if s.verdict is not None]
     if judged:
         good = [s for s in judged if s.verdict in ("within", "met")]
+        split = [s for s in judged if s.verdict == "unstable"]
         text = (f"{len(good)} of {len(judged)} rows with a reference agree with it (the "
                 "published value within our 95% CI of final test accuracy widened by the "
                 "published spread, or a target below that interval)")
-        misses = [f"{s.label} {s.verdict} ({s.diff:+.4f})" for s in judged if s not in good]
+        misses = [f"{s.label} {s.verdict} ({s.diff:+.4f})" for s in judged
+                  if s not in good and s not in split]
         if misses:
             text += "; not reproduced: " + ", ".join(misses)
+        if split:
+            text += ("; no verdict, seeds split between training and failing: " + ", ".join(
+                f"{s.label} ({s.failed_runs} of {s.status.get('ok', 0) + s.failed_runs} "
+                "diverged or did not learn)" for s in split))
         lines.append(text)
     bad: Counter = Counter()
     for s in stats:
@@ -656,7 +676,9 @@ def _method_notes(stats: list[LabelStats], n_contrasts: int, tested: int) -> lis
                      "widened on each side by the published spread; above/below when it lies "
                      "below/above that interval; a target is met when it lies below it, missed "
                      "when above, within when inside (neither shown). With n = 1 the single "
-                     "value ± the spread stands for the interval.")
+                     "value ± the spread stands for the interval. A row where some seeds "
+                     "trained and others diverged or did not learn gets no verdict "
+                     "(unstable): a mean over two outcomes says nothing about either.")
     return items
 
 
