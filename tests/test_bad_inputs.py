@@ -186,8 +186,12 @@ CASES = [
                                               "--out", str(d / "g"), *BLOBS], 2, "nosuchopt",
          check=lambda d: not (d / "g").exists()),
     # -- schedules and the range test: refused before anything is written ----------------
+    # 1.5^u passes the largest double (2^1024) at u = 1024·ln 2 / ln 1.5 = 1750.5: update 1751
     Case("schedule reaching inf", lambda d: ["schedule", "exp(1.5)", "--steps", "5000",
                                              "--format", "json"], 2, "update 1751"),
+    # 1e10^31 = 1e310 is past the largest double (1.8e308): update 31 is the first inf
+    Case("schedule exp(1e10)", lambda d: ["schedule", "exp(1e10)", "--steps", "40"], 2,
+         "update 31"),
     Case("train with a schedule reaching inf",
          lambda d: ["train", *BLOBS, "--epochs", "3", "--batch-size", "1", "--schedule",
                     "exp(1.5)", "--out", str(d / "o")], 2, "update 1751",
