@@ -144,6 +144,7 @@ def test_a_rank_with_an_empty_share_of_the_last_update_neither_nans_nor_hangs(tm
     r = distributed(*args, "--batch-size", "4", "--out", str(tmp_path), "--name", "ddp",
                     nproc=3)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("run: ") == 1, r.stdout  # rank 0 alone reports
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["status"] == "ok"
     rows = read_jsonl(tmp_path / "ddp" / "metrics.jsonl")

@@ -388,8 +388,8 @@ def test_train_closes_the_process_group(tmp_path, mnist_dir, monkeypatch):
     closed = []
 
     class Recording(DistContext):
-        def close(self) -> None:
-            closed.append(True)
+        def close(self, clean: bool = True) -> None:
+            closed.append(clean)
 
     monkeypatch.setattr(trainer, "init_distributed", lambda device: (Recording(), device))
     train(_cfg(tmp_path, mnist_dir, epochs=1, schedule="constant()"))

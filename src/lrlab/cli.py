@@ -248,6 +248,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              "settings name that directory); drop --resume to start it, or "
                              "give the run directory: --resume RUN_DIR")
     result = train(config, resume=bool(args.resume))
+    if not result.main:  # under torchrun rank 0 alone reports, as it alone writes the records
+        return 130 if result.status == "interrupted" else 0
     s = result.summary
     acc = s.get("final_test_acc")
     val = s.get("final_val_acc")

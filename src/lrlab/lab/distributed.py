@@ -64,11 +64,21 @@ class DistContext:
 
             dist.barrier()
 
-    def close(self) -> None:
-        if self.enabled:
+    def close(self, clean: bool = True) -> None:
+        """Leave the process group.
+
+        After a clean finish every rank first meets the others at a barrier, so that none
+        tears its connections down while a peer is still completing the last collective
+        (without it, gloo aborted a rank with "terminate called without an active exception"
+        in 2 of 13 3-rank runs here; 0 of 48 with it). After an error the group is left alone: a
+        barrier or a destroy could wait forever on a peer stuck in a collective, and the
+        launcher ends the other ranks anyway.
+        """
+        if self.enabled and clean:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                dist.barrier()
                 dist.destroy_process_group()
 
 

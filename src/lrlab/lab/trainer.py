@@ -79,6 +79,7 @@ class RunResult:
     path: Path
     status: str
     summary: dict[str, Any]
+    main: bool = True  # False on a data-parallel rank other than 0, which writes no records
 
 
 @dataclass
@@ -290,7 +291,7 @@ class _Trainer:
             self.extended_from = old_epochs
             return None
         if status in FINISHED:
-            return RunResult(self.records.path, status, summary)
+            return RunResult(self.records.path, status, summary, self.dist.is_main)
         return None
 
     def _build(self) -> None:
@@ -539,7 +540,7 @@ class _Trainer:
             status = "not-learning" if not health.learned and self._stuck(
                 rows[-1] if rows else None) else "ok"
         summary = self._write_summary(status, rows, elapsed, stop)
-        return RunResult(self.records.path, status, summary)
+        return RunResult(self.records.path, status, summary, self.dist.is_main)
 
     def _train_epoch(self, epoch: int, first_update: int, sums: EpochSums, health: Health,
                      flag: _StopFlag, bar: Any) -> dict[str, Any] | str | None:
@@ -765,7 +766,7 @@ class _Trainer:
                                "of the epoch; continue with --resume", epoch=epoch,
                                update=update)
         summary = self._write_summary("interrupted", rows, elapsed)
-        return RunResult(self.records.path, "interrupted", summary)
+        return RunResult(self.records.path, "interrupted", summary, self.dist.is_main)
 
     def _write_summary(self, status: str, rows: list[dict[str, Any]], elapsed: float,
                        stop: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -842,11 +843,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = 
     if dist.enabled:
         config.device = device_name
     trainer = _Trainer(config, resume, progress, dist, echo, lock_wait)
+    clean = False
     try:
         done = trainer.prepare()
-        if done is not None:
-            return done
-        return trainer.run()
+        result = done if done is not None else trainer.run()
+        clean = True
+        return result
     except KeyboardInterrupt:
         trainer.settle("interrupted")
         raise
@@ -855,4 +857,4 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = 
         raise
     finally:
         trainer.records.lock.release()
-        dist.close()
+        dist.close(clean=clean)
