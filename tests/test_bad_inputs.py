@@ -202,6 +202,10 @@ CASES = [
     Case("find-lr plot onto a directory", lambda d: ["find-lr", *BLOBS, "--plot", str(d)], 2,
          "is a directory"),
     Case("find-lr with --lr", lambda d: ["find-lr", *BLOBS, "--lr", "0.1"], 2, "--lr"),
+    Case("find-lr with --sharpness", lambda d: ["find-lr", *BLOBS, "--sharpness", "1"], 2,
+         "--sharpness"),
+    Case("sharpness negative", lambda d: ["train", *BLOBS, "--sharpness", "-1"], 2,
+         "sharpness"),
     # -- resume: every flag honoured or refused ------------------------------------------
     Case("resume with --lr", lambda d: ["train", "--resume", str(d / "run"), "--lr", "5"], 2,
          "--lr cannot change"),

@@ -178,6 +178,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=_positive_int, default=S, help="torch CPU threads")
     g.add_argument("--update-ratio", action="store_true", default=S,
                    help="record per-layer update/weight ratios")
+    g.add_argument("--sharpness", type=int, default=S, metavar="EVERY",
+                   help="after every EVERY-th epoch (and the last) record the top Hessian "
+                   "eigenvalue on a fixed batch of 256 training examples (for Adam-like "
+                   "optimizers also the preconditioned one) beside the stability threshold "
+                   "of the LR; about 100 Hessian-vector products each (default 0: off)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
     p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
 
@@ -205,13 +210,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run (this config's, or RUN_DIR's); with "
                    "RUN_DIR only --epochs (to extend it: the schedule is resolved again over "
                    "the new length) and execution flags (--quiet, --device, --threads, "
-                   "--compile, --update-ratio, --data-dir) may be given")
+                   "--compile, --update-ratio, --sharpness, --data-dir) may be given")
     p.set_defaults(func=_cmd_train)
 
 
 #: Flags a ``--resume RUN_DIR`` honours: how the run executes, and --epochs (which extends
 #: or shortens what is left of it). Every other flag would change the run's numbers.
-RESUME_FLAGS = ("quiet", "device", "threads", "compile", "update_ratio", "data_dir", "epochs")
+RESUME_FLAGS = ("quiet", "device", "threads", "compile", "update_ratio", "sharpness", "data_dir",
+                "epochs")
 
 
 def _resume_config(args: argparse.Namespace) -> TrainConfig:
@@ -294,6 +300,8 @@ def _add_find_lr(sub: argparse._SubParsersAction) -> None:
                "than its 100 updates take); give --compile to lrlab train",
                "update_ratio": "refused here: the range test records no update ratios; give "
                "--update-ratio to lrlab train",
+               "sharpness": "refused here: the range test records no sharpness; give "
+               "--sharpness to lrlab train",
                "quiet": "print only the chosen LR (or why there is none) and the train line"}
     for action in p._actions:
         if action.dest in refused:
@@ -324,11 +332,12 @@ def _cmd_find_lr(args: argparse.Namespace) -> int:
         raise LrlabError("--lr: the range test finds the LR; drop --lr here and give it to "
                          "lrlab train")
     config = config_from_args(args)
-    for name, flag in (("compile", "--compile"), ("update_ratio", "--update-ratio")):
+    for name, flag in (("compile", "--compile"), ("update_ratio", "--update-ratio"),
+                       ("sharpness", "--sharpness")):
         if getattr(config, name):
             raise LrlabError(f"{flag} (or '{name}' in --config) does not apply to the range "
-                             f"test, which runs eagerly and records no update ratios; give "
-                             f"{flag} to lrlab train")
+                             f"test, which runs eagerly and records no update ratios or "
+                             f"sharpness; give {flag} to lrlab train")
     plot = args.plot or default_plot_path(config)
     result, command = run_find_lr(config, start=args.start, end=args.end, steps=args.steps,
                                   mode=args.mode, choose=args.choose, plot_path=plot)

@@ -32,7 +32,7 @@ TABULAR_DATASETS = ("classification", "blobs")
 
 # Fields that only change how a run is executed or shown, not its numbers.
 _EXECUTION_FIELDS = {"out", "name", "device", "quiet", "threads", "compile", "data_dir",
-                     "update_ratio", "eval_batch_size"}
+                     "update_ratio", "sharpness", "eval_batch_size"}
 
 
 @dataclass
@@ -88,6 +88,7 @@ class TrainConfig:
     threads: int | None = None
     data_dir: str | None = None
     update_ratio: bool = False
+    sharpness: int = 0  # measure the Hessian's top eigenvalue after every N-th epoch (0: off)
     eval_batch_size: int = 2048
     quiet: bool = False
 
@@ -388,6 +389,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "threads": _optional(_threads),
     "data_dir": _optional(_text),
     "update_ratio": _flag,
+    "sharpness": lambda v: int(_non_negative(_whole(v))),
     "eval_batch_size": _positive_int,
     "quiet": _flag,
 }

@@ -8,6 +8,11 @@
   band from the lowest to the highest seed there (min–max: with 3 seeds a standard deviation
   says little, the extremes say what the seeds did). A seed counts at an epoch when it has a
   finite value there, so a run that stopped early leaves the band after its last epoch.
+- ``sharpness.png`` (when runs measured it, ``--sharpness EVERY``): per label, the sharpness
+  that governs stability (the preconditioned sharpness for Adam-like optimizers, the Hessian's
+  λ_max otherwise) as a solid line with its min–max band, and the stability threshold of the
+  LR in use as a dashed line of the same colour, on a log scale. Where the solid line meets
+  the dashed one, the LR is at the edge of stability (Cohen et al. 2021, 2022).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 from lrlab.files import atomic_file
 from lrlab.lab.observations import RunData, num, run_beta2
 
-__all__ = ["lr_curve", "mean_curve", "band_curve", "plot_lr", "plot_metric", "BAND"]
+__all__ = ["lr_curve", "mean_curve", "band_curve", "plot_lr", "plot_metric", "plot_sharpness",
+           "sharpness_key", "BAND"]
 
 #: what the shaded band of a metric plot shows (legends and captions say it)
 BAND = "min–max over seeds"
@@ -160,4 +166,46 @@ def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_title(title + (f"\nline: mean over seeds; band: {BAND}" if banded else ""),
                  fontsize=11)
+    return _save(fig, ax, path, drawn)
+
+
+def sharpness_key(runs: Sequence[RunData]) -> str | None:
+    """The recorded sharpness that the threshold applies to: ``precond_sharpness`` when the
+    runs recorded it (Adam-like optimizers), else ``sharpness``; None when none was measured."""
+    for key in ("precond_sharpness", "sharpness"):
+        if any(v is not None for r in runs for v in r.series(key)):
+            return key
+    return None
+
+
+def plot_sharpness(groups: dict[str, list[RunData]], path: Path) -> Path:
+    """Sharpness (solid, mean and min–max band over seeds) against the stability threshold of
+    the LR in use (dashed), per label, on a log scale."""
+    fig, ax = _figure(len(groups))
+    drawn = 0
+    for label, runs in groups.items():
+        key = sharpness_key(runs)
+        if key is None:
+            ax.plot([], [])
+            continue
+        xs, ys, lo, hi, counts = band_curve(runs, key)
+        name = "preconditioned sharpness" if key == "precond_sharpness" else "sharpness"
+        (line,) = ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
+                          label=f"{label}: {name}")
+        if max(counts, default=0) > 1:
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+        tx, ty, _, _, _ = band_curve(runs, "sharpness_threshold")
+        if tx:
+            ax.plot(tx, ty, ls="--", lw=1.2, color=line.get_color(),
+                    label=f"{label}: threshold of the LR")
+        drawn += 2 if tx else 1
+    if drawn:
+        ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top eigenvalue")
+    ax.set_title("Sharpness vs the stability threshold of the LR\n"
+                 f"solid: mean over seeds, band: {BAND}; dashed: threshold", fontsize=11)
     return _save(fig, ax, path, drawn)

@@ -752,7 +752,7 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
                             "with a single seed on a side has no test and is not in the "
                             "family)."))
 
-    from lrlab.lab.plots import BAND, plot_lr, plot_metric
+    from lrlab.lab.plots import BAND, plot_lr, plot_metric, plot_sharpness, sharpness_key
 
     blocks.append(Block("h2", "Curves"))
     figs = [(plot_lr(groups, d / "lr.png"), "learning rate per label"),
@@ -769,6 +769,16 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
     blocks.append(Block("p", f"Per label: the line is the mean over seeds at each epoch, the "
                         f"shaded band the {BAND} (a seed counts at an epoch where it has a "
                         "finite value; a run that stopped leaves the band there)."))
+    if any(sharpness_key(rs) for rs in groups.values()):
+        blocks.append(Block("img", text="sharpness against the stability threshold",
+                            image=plot_sharpness(groups, d / "sharpness.png")))
+        blocks.append(Block("p", "Sharpness: the top eigenvalue of the loss Hessian on a fixed "
+                            "training batch (for Adam-like optimizers of the preconditioned "
+                            "Hessian P⁻¹H, P = diag(√v̂ + ε)), measured by power iteration "
+                            "after the epochs shown; dashed, the threshold above which the "
+                            "LR in use is unstable on a quadratic: 2/η for SGD, (2+2β)/η "
+                            "with momentum β, (2+2β1)/((1−β1)η) for Adam (Cohen et al. "
+                            "2021, 2022)."))
 
     run = _choose_trace(meta, runs, trace)
     if run is not None:

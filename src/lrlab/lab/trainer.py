@@ -72,6 +72,8 @@ CHANCE = 0.97
 #: weight of the newest update loss in the average that dates a collapse
 HEALTH_EMA = 0.1
 CHECKPOINT_VERSION = 2
+#: the fixed batch ``--sharpness`` measures on: the first examples of the training part
+SHARPNESS_EXAMPLES = 256
 
 
 @dataclass
@@ -711,7 +713,40 @@ class _Trainer:
             row["diverged"] = True
         if self.ratios is not None:
             row["update_ratio"] = self.ratios
+        every = self.config.sharpness
+        if every and not diverged and self.dist.is_main and \
+                ((epoch + 1) % every == 0 or epoch + 1 == self.config.epochs):
+            row.update(self._measure_sharpness())
         return row
+
+    def _measure_sharpness(self) -> dict[str, Any]:
+        """``--sharpness``: the top eigenvalue of the Hessian of the training loss on a fixed
+        batch (the first ``SHARPNESS_EXAMPLES`` training examples, in float32, in training
+        mode), for Adam-like optimizers also of the preconditioned Hessian, and the stability
+        threshold of the LR of the epoch's last update (param group 0; see
+        :mod:`lrlab.diagnostics.sharpness`). The measurement leaves the model, its gradients
+        and the RNGs as they were, so a run's numbers do not depend on it. Under torchrun
+        rank 0 measures its copy (the ranks' models are identical)."""
+        from lrlab.diagnostics import sharpness, stability_threshold
+
+        n = min(SHARPNESS_EXAMPLES, self.data.n_train)
+        batch = (self.parts.inputs(self.data.x_train[:n]), self.data.y_train[:n])
+
+        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out.float(), y)
+
+        plain = sharpness(self.model, loss_fn, batch)
+        out: dict[str, Any] = {"sharpness": plain.value}
+        converged = plain.converged
+        if any("exp_avg_sq" in s for s in self.optimizer.state.values()):
+            pre = sharpness(self.model, loss_fn, batch, preconditioner=self.optimizer)
+            out["precond_sharpness"] = pre.value
+            converged = converged and pre.converged
+        threshold = stability_threshold(self.optimizer, lr=self._last_used_lr())
+        if threshold is not None and math.isfinite(threshold):
+            out["sharpness_threshold"] = threshold
+        out["sharpness_converged"] = converged
+        return out
 
     def _last_used_lr(self) -> float:
         """LR of the epoch's last update (the scheduler has already moved past it)."""
