@@ -13,7 +13,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lrlab.cli import main
 from lrlab.errors import LrlabError

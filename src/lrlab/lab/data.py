@@ -79,6 +79,7 @@ import numpy as np
 import torch
 
 from lrlab.errors import LrlabError
+from lrlab.lab import sequences
 from lrlab.lab.idx import read_idx_images, read_idx_labels
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "classification", "blobs", "modadd",
@@ -244,16 +245,13 @@ def load_dataset(
         raise LrlabError(f"context sets the window length of the chars dataset; {key!r} "
                          "does not take it")
     if key in ("modadd", "chars"):
-        from lrlab.lab import sequences
-
         if data_dir is not None:
             raise LrlabError(f"dataset {key!r} is built in, it takes no data_dir")
         if val_size is not None:
             raise LrlabError(f"val-size: the {key} dataset has a fixed validation split (see "
                              "lrlab.lab.sequences); do not give it")
-        if key == "modadd":
-            return sequences.load_modadd(limit)
-        return sequences.load_chars(context, limit)
+        seqs = sequences.modadd() if key == "modadd" else sequences.chars(context)
+        return _sequence_dataset(seqs, limit)
     if key in _IMAGE_SETS:
         if pixels not in ("standard", "unit"):
             raise LrlabError(f"pixels must be 'standard' or 'unit', got {pixels!r}")
@@ -527,4 +525,20 @@ def _load_blobs(seed: int, limit: int | None, val_size: int | None = None) -> Da
         preprocessing=f"features standardised with the training part's mean/std; split"
         f" test_size={BLOBS_TEST_SIZE}, stratified, random_state={seed}; validation: "
         f"{val_size} of the {n} training examples (seed {VAL_SPLIT_SEED})",
+    )
+
+
+# --- token sequences -------------------------------------------------------------------
+
+
+def _sequence_dataset(seqs: sequences.Sequences, limit: int | None) -> Dataset:
+    """A Dataset of the splits ``lrlab.lab.sequences`` made; ``limit`` keeps the first
+    training sequences."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        seqs.splits[k] for k in ("train", "val", "test"))
+    return Dataset(
+        name=seqs.name, x_train=x_train[:limit], y_train=y_train[:limit], x_val=x_val,
+        y_val=y_val, x_test=x_test, y_test=y_test, num_classes=seqs.num_classes,
+        input_shape=(int(x_train.shape[1]),), source=seqs.source,
+        preprocessing=seqs.preprocessing, tokens=seqs.tokens, bpc=seqs.bpc,
     )

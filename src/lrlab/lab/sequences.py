@@ -46,15 +46,15 @@ with one line that says where it looked.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from lrlab.errors import LrlabError
-from lrlab.lab.data import Dataset
 from lrlab.lab.targets import IGNORE_INDEX
 
-__all__ = ["load_modadd", "load_chars", "chars_text", "decode", "MODADD_P",
+__all__ = ["Sequences", "modadd", "chars", "chars_text", "decode", "MODADD_P",
            "MODADD_SPLIT_SEED", "MODADD_FRACTIONS", "CHARS_CONTEXT", "CHARS_FRACTIONS",
            "MAX_CONTEXT", "UNKNOWN", "SEQUENCE_DATASETS"]
 
@@ -75,6 +75,24 @@ MAX_CONTEXT = 4096
 UNKNOWN = "\ufffd"
 
 
+@dataclass
+class Sequences:
+    """The splits of a sequence dataset and what describes them; ``lrlab.lab.data`` makes a
+    ``Dataset`` of it (this module stays below ``data`` in the import order).
+
+    ``splits`` maps ``train``/``val``/``test`` to ``(x, y)``, both ``(N, T)`` int64;
+    ``tokens[i]`` is the text of token id ``i``; ``bpc``: report bits per character.
+    """
+
+    name: str
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    num_classes: int
+    tokens: tuple[str, ...]
+    source: str
+    preprocessing: str
+    bpc: bool = False
+
+
 def modadd_examples(p: int = MODADD_P) -> tuple[torch.Tensor, torch.Tensor]:
     """All ``p²`` examples in the order ``(a, b)`` = (0, 0), (0, 1), ...: ``x`` ``(p², 3)`` =
     ``a b =`` and ``y`` ``(p², 3)`` = ``-100 -100 (a+b) mod p``."""
@@ -85,19 +103,18 @@ def modadd_examples(p: int = MODADD_P) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
 
 
-def load_modadd(limit: int | None = None, p: int = MODADD_P) -> Dataset:
-    """The ``modadd`` dataset (module docstring); ``limit`` keeps the first training examples."""
+def modadd(p: int = MODADD_P) -> Sequences:
+    """The ``modadd`` dataset (module docstring)."""
     x, y = modadd_examples(p)
     n = p * p
     perm = torch.from_numpy(np.random.default_rng(MODADD_SPLIT_SEED).permutation(n))
     n_train = round(MODADD_FRACTIONS[0] * n)
     n_val = round(MODADD_FRACTIONS[1] * n)
     tr, va, te = perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
-    tr = tr[:limit]
-    return Dataset(
-        name="modadd", x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va],
-        x_test=x[te], y_test=y[te], num_classes=p, input_shape=(3,),
-        tokens=tuple(str(i) for i in range(p)) + ("=",),
+    return Sequences(
+        name="modadd", splits={"train": (x[tr], y[tr]), "val": (x[va], y[va]),
+                               "test": (x[te], y[te])},
+        num_classes=p, tokens=tuple(str(i) for i in range(p)) + ("=",),
         source=f"generated: (a + b) mod {p} for all {n} pairs a, b in [0, {p})",
         preprocessing=f"tokens 'a b =' (= is id {p}), target at the last position only; "
         f"pairs split {n_train} train / {n_val} validation / {n - n_train - n_val} test by "
@@ -139,7 +156,7 @@ def _windows(ids: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
 
 
-def load_chars(context: int | None = None, limit: int | None = None) -> Dataset:
+def chars(context: int | None = None) -> Sequences:
     """The ``chars`` dataset (module docstring) with windows of ``context`` characters."""
     context = CHARS_CONTEXT if context is None else context
     if isinstance(context, bool) or not isinstance(context, int) or \
@@ -162,18 +179,13 @@ def load_chars(context: int | None = None, limit: int | None = None) -> Dataset:
                              f"(context + 1)")
         ids = np.fromiter((index.get(c, 0) for c in part), dtype=np.int64, count=len(part))
         tensors[split] = _windows(ids, context)
-    x_train, y_train = tensors["train"]
-    x_train, y_train = x_train[:limit], y_train[:limit]
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     unseen = sorted(set(parts["val"] + parts["test"]) - set(alphabet))
     import sys
 
     version = ".".join(str(v) for v in sys.version_info[:3])
-    return Dataset(
-        name="chars", x_train=x_train, y_train=y_train,
-        x_val=tensors["val"][0], y_val=tensors["val"][1],
-        x_test=tensors["test"][0], y_test=tensors["test"][1],
-        num_classes=len(tokens), input_shape=(context,), tokens=tokens, bpc=True,
+    return Sequences(
+        name="chars", splits=tensors, num_classes=len(tokens), tokens=tokens, bpc=True,
         source=f"pydoc_data.topics of Python {version}: {len(text)} characters, sha256 "
         f"{digest}...",
         preprocessing=f"contiguous split {cut1} / {cut2 - cut1} / {n - cut2} characters; "
