@@ -14,11 +14,13 @@ seed; both have fixed train / validation / test splits (``val_size`` is refused)
     accuracy of the answers. All ``p²`` = 529 ordered pairs ``(a, b)`` occur exactly once
     across the splits: a permutation seeded with ``MODADD_SPLIT_SEED`` (fixed) sends the
     first 80 % to training, the next 10 % to validation and the rest to test: 423 / 53 /
-    53 examples. Why p = 23: the whole task fits in one batch of 423 sequences of 3 tokens,
-    so an epoch of the default model costs milliseconds on a CPU and a run of hundreds of
-    updates fits in a minute; 80 % of the table for training makes it generalise within a
-    few hundred updates rather than the long "grokking" runs of Power et al. (2022),
-    who train on 30–50 % of p = 97.
+    53 examples. Why p = 23: the training set is 423 sequences of 3 tokens, so an epoch of
+    the default transformer takes about 0.05 s on two CPU cores (evaluation included) and
+    runs of thousands of updates fit in a minute; with 80 % of the table for training it
+    generalises within hundreds of updates (figures in :mod:`lrlab.lab.transformer`) rather
+    than in the long "grokking" runs of Power et al. (2022), who train on 30–50 % of the
+    table of p = 97 (9,409 pairs). Validation and test hold 53 examples each, so one
+    example is 1.9 points of accuracy.
 ``chars`` — character-level language modelling on CPython's documentation topics
     The text is ``pydoc_data.topics.topics`` (the topics ``help()`` shows; PSF licence),
     shipped with Python: its values joined in sorted key order with nothing between them.
