@@ -127,7 +127,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=S,
-                   help="fashion-mnist (default), mnist, classification, blobs")
+                   help="fashion-mnist (default), mnist, classification, blobs, modadd "
+                   "(modular addition), chars (character LM on Python's help topics)")
     g.add_argument("--data-dir", default=S, help="directory with the IDX files")
     g.add_argument("--limit", type=_positive_int, default=S,
                    help="use the first N training examples")
@@ -136,8 +137,17 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    "10000 of Fashion-MNIST/MNIST's 60000, 200 of blobs; 0: none)")
     g.add_argument("--pixels", choices=["standard", "unit"], default=S,
                    help="image preprocessing: standardised (default) or pixels/255 only")
-    g.add_argument("--model", default=S, help="lenet or mlp (default: by dataset)")
+    g.add_argument("--model", default=S,
+                   help="lenet, mlp or transformer (default: by dataset)")
     g.add_argument("--hidden", default=S, help="MLP hidden sizes, e.g. 100-50")
+    g.add_argument("--norm", choices=["pre", "post"], default=S,
+                   help="transformer: Pre-LN (default) or Post-LN blocks")
+    g.add_argument("--depth", type=_positive_int, default=S, help="transformer blocks (4)")
+    g.add_argument("--width", type=_positive_int, default=S, help="transformer width (128)")
+    g.add_argument("--heads", type=_positive_int, default=S,
+                   help="transformer attention heads, dividing --width (4)")
+    g.add_argument("--context", type=_positive_int, default=S,
+                   help="chars: window length in characters, the transformer's context (64)")
     g = p.add_argument_group("optimizer and schedule")
     g.add_argument("--optimizer", default=S, help="sgd, momentum, nesterov, rmsprop, adam, adamw "
                    "(default), amsgrad, lion, adam-nobias, nsgd")
@@ -265,6 +275,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:  # final numbers only: a "best epoch" picked on the test set would flatter the run
         line += (f"final val acc {val:.4f}, " if val is not None else "") + \
             f"final test acc {acc:.4f}"
+        if s.get("final_test_bpc") is not None:  # bits per character (chars)
+            vb = s.get("final_val_bpc")
+            line += (f", final val bpc {vb:.4f}" if vb is not None else "") + \
+                f", final test bpc {s['final_test_bpc']:.4f}"
     if s.get("time_s") is not None:
         line += f", {s['time_s']:.1f}s"
     if s.get("examples_per_s"):

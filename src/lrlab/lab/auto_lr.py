@@ -33,6 +33,13 @@ curve is far smoother than the training loss: on the MLP with SGD at batch 32 th
 training curve's fall (7 %) is within its noise (nothing trained, by the rule of
 :mod:`lrlab.finder`), while the validation curve's is clear.
 
+Sequence datasets (``modadd``, ``chars``): the loss is the trainer's, the mean over the
+counted targets (:mod:`lrlab.lab.targets`). :func:`lrlab.finder.find_lr` weights each
+validation batch's mean loss by its number of examples; as every sequence of these datasets
+holds the same number of counted targets (1 for ``modadd``, ``context`` for ``chars``), that
+is exactly the mean over the counted targets of the subset. ``VAL_EXAMPLES`` counts
+sequences (1,024 windows of ``chars``, every one of ``modadd``'s 53).
+
 Batch-size scaling: the test measures the LR for the batch it ran with (the global batch).
 When the config scales its LR (``scale_lr`` linear/sqrt from ``ref_batch``), the LR handed
 back as the base is the found LR divided by that scaling factor, so the trainer's scaling
@@ -54,13 +61,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from lrlab.errors import LrlabError
 from lrlab.finder import LRFinderResult, find_lr, plot_target
 from lrlab.lab.config import TrainConfig
 from lrlab.lab.distributed import DistContext
 from lrlab.lab.setup import RunParts, build_run
+from lrlab.lab.targets import mean_loss
 from lrlab.schedules import Schedule, parse, untuned_warmup_steps
 
 __all__ = ["run_find_lr", "pick_lr", "train_command", "suggested_schedule",
@@ -129,7 +136,8 @@ def validation_batches(data: Any, eval_batch: int, channels_last: bool = False,
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(out.float(), y)
+    """The trainer's loss: mean cross-entropy over the counted targets (lrlab.lab.targets)."""
+    return mean_loss(out, y)
 
 
 def _lr_scale(config: TrainConfig, global_batch: int) -> float:

@@ -29,6 +29,15 @@ else:  # pragma: no cover
 __all__ = ["TrainConfig", "load_toml", "config_from_dict", "config_of_run", "TABULAR_DATASETS"]
 
 TABULAR_DATASETS = ("classification", "blobs")
+#: Token-sequence datasets: the transformer is their model (lrlab.lab.sequences).
+SEQUENCE_DATASETS = ("modadd", "chars")
+#: Fields added after runs were first named: left out of a run's name (its hash) while
+#: unset (None), so every run named before them keeps its name.
+_LATER_FIELDS = ("norm", "depth", "width", "heads", "context")
+#: Largest transformer sizes accepted (typo guards, far beyond what a CPU lab trains).
+MAX_DEPTH = 64
+MAX_WIDTH = 4096
+MAX_HEADS = 256
 
 # Fields that only change how a run is executed or shown, not its numbers.
 _EXECUTION_FIELDS = {"out", "name", "device", "quiet", "threads", "compile", "data_dir",
@@ -40,7 +49,8 @@ class TrainConfig:
     """Everything that defines a training run.
 
     ``lr`` may be the string ``"auto"``: an LR range test picks it before training.
-    ``model=None`` picks ``lenet`` for image datasets and ``mlp`` for tabular ones.
+    ``model=None`` picks ``lenet`` for image datasets, ``mlp`` for tabular ones and
+    ``transformer`` for token sequences (``modadd``, ``chars``).
     ``hidden`` is the MLP's hidden sizes as ``"100-50"`` (None: the dataset's default).
     ``per`` steps the schedule per update (``"step"``) or per epoch (``"epoch"``).
     ``no_decay``/``lr_mult``/``layer_decay``: param groups (see ``lrlab.optim.param_groups``):
@@ -53,6 +63,10 @@ class TrainConfig:
     ``channels_last``: True/False, or None to decide by device and model.
     ``scale_lr``/``ref_batch``: scale ``lr`` from ``ref_batch`` to the global batch
     (``batch_size`` × world size × ``accumulate``) with the linear or sqrt rule.
+    ``norm``/``depth``/``width``/``heads``: the transformer's options (None: the defaults of
+    ``lrlab.lab.transformer``); refused for the other models. ``context``: the window length
+    of the ``chars`` dataset (None: 64), which is also the transformer's context; refused
+    for every other dataset (``modadd`` sequences are 3 tokens).
     """
 
     dataset: str = "fashion-mnist"
@@ -80,6 +94,11 @@ class TrainConfig:
     pixels: str = "standard"
     amp: str = "auto"
     channels_last: bool | None = None
+    norm: str | None = None
+    depth: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    context: int | None = None
     # execution only
     out: str = "runs"
     name: str | None = None
@@ -95,7 +114,12 @@ class TrainConfig:
     def resolved_model(self) -> str:
         if self.model:
             return self.model
+        if self._dataset_key() in SEQUENCE_DATASETS:
+            return "transformer"
         return "mlp" if self.dataset in TABULAR_DATASETS else "lenet"
+
+    def _dataset_key(self) -> str:
+        return str(self.dataset).strip().lower().replace("_", "-")
 
     def use_channels_last(self, device_type: str) -> bool:
         """channels-last memory format: None (auto) turns it on for the conv model on the CPU,
@@ -119,7 +143,38 @@ class TrainConfig:
         if self.scale_lr != "none" and self.ref_batch is None:
             raise LrlabError("ref-batch: --scale-lr needs --ref-batch (the batch the LR was "
                              "tuned for)")
+        self._check_model_fits()
         return self
+
+    def _check_model_fits(self) -> None:
+        """The options that only some models/datasets take, and the model for the data: a
+        setting that does not apply is refused (one line), never silently ignored."""
+        model = self.resolved_model().strip().lower()
+        sequences = self._dataset_key() in SEQUENCE_DATASETS
+        for key in ("norm", "depth", "width", "heads"):
+            if getattr(self, key) is not None and model != "transformer":
+                raise LrlabError(f"{key}: applies to the transformer model only, not to "
+                                 f"{model}")
+        if self.context is not None and self._dataset_key() != "chars":
+            raise LrlabError(f"context: sets the window length of the chars dataset only; "
+                             f"{self.dataset} does not take it")
+        if sequences and model != "transformer":
+            raise LrlabError(f"model: dataset {self.dataset} is token sequences, which {model} "
+                             "cannot read; use --model transformer")
+        if model == "transformer" and not sequences:
+            raise LrlabError(f"model: the transformer reads token sequences (modadd, chars), "
+                             f"not {self.dataset}")
+        if model == "transformer":
+            from lrlab.lab.transformer import DEFAULT_HEADS, DEFAULT_WIDTH
+
+            width = DEFAULT_WIDTH if self.width is None else self.width
+            heads = DEFAULT_HEADS if self.heads is None else self.heads
+            if width % heads:
+                raise LrlabError(f"heads: width {width} is not divisible by {heads} heads "
+                                 "(each head gets width/heads dimensions)")
+            if self.channels_last:
+                raise LrlabError("channels-last: applies to image models (lenet), not to the "
+                                 "transformer")
 
     # -- identity --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -132,13 +187,16 @@ class TrainConfig:
         """The fields that change a run's numbers (what its name hashes)."""
         d = self.to_dict()
         d["model"] = self.resolved_model()
-        return {k: v for k, v in d.items() if k not in _EXECUTION_FIELDS}
+        return {k: v for k, v in d.items() if k not in _EXECUTION_FIELDS
+                and not (k in _LATER_FIELDS and v is None)}
 
     def result_diff(self, stored: dict[str, Any]) -> list[str]:
         """The result fields whose value in ``stored`` (a run's config.json) differs from
         this config's: what forbids resuming that run with this config. A field the record
         does not hold (a record of an older lrlab) is not compared."""
         ours = self.result_fields()
+        for key in _LATER_FIELDS:  # unset here but set in the record: a difference too
+            ours.setdefault(key, None)
         return sorted(k for k, v in ours.items() if k in stored and stored[k] != v
                       and not (k == "model" and stored[k] is None))
 
@@ -356,6 +414,21 @@ def _name(value: Any) -> str:
     return value
 
 
+def _up_to(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        n = _whole(value)
+        if not low <= n <= high:
+            raise _Bad(f"must be a whole number in {low} .. {high}, got {n}")
+        return n
+    return check
+
+
+def _max_context() -> int:
+    from lrlab.lab.sequences import MAX_CONTEXT
+
+    return MAX_CONTEXT
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "dataset": _dataset,
     "model": _optional(_model),
@@ -382,6 +455,11 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "pixels": _choice("standard", "unit"),
     "amp": _choice("auto", "bf16", "off"),
     "channels_last": _optional(_flag),
+    "norm": _optional(_choice("pre", "post")),
+    "depth": _optional(_up_to(1, MAX_DEPTH)),
+    "width": _optional(_up_to(1, MAX_WIDTH)),
+    "heads": _optional(_up_to(1, MAX_HEADS)),
+    "context": _optional(lambda v: _up_to(2, _max_context())(v)),
     "out": _text,
     "name": _optional(_name),
     "device": _device,

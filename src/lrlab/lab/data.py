@@ -36,6 +36,12 @@ Datasets (``DATASETS``):
     stratify=y, random_state=seed)``, each feature standardised to zero mean and unit
     variance with the training split's mean and population standard deviation (applied
     to the test split too). A validation split is carved from the training part (below).
+``modadd``, ``chars``
+    Token sequences for the transformer (:mod:`lrlab.lab.sequences`): modular addition
+    generated from a fixed seed, and character-level language modelling on the text of
+    CPython's ``pydoc_data.topics``. ``x`` is ``(N, T)`` int64 token ids, ``y`` ``(N, T)``
+    targets per position (``-100`` where not counted); fixed splits (no ``val_size``);
+    ``context`` sets the window length of ``chars``.
 
 Validation (``val_size``)
     Whatever *chooses* (a recipe, ``--lr auto``, a report's "best" row, tuning) reads the
@@ -73,9 +79,11 @@ import numpy as np
 import torch
 
 from lrlab.errors import LrlabError
+from lrlab.lab import sequences
 from lrlab.lab.idx import read_idx_images, read_idx_labels
 
-DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "classification", "blobs")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "classification", "blobs", "modadd",
+                              "chars")
 
 DATA_ENV = "LRLAB_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -146,6 +154,12 @@ class Dataset:
     ``y_*`` int64 class indices in ``[0, num_classes)``. ``input_shape`` is the shape of
     one example, ``source`` says where the data came from (a directory, or the generator
     call), ``preprocessing`` how the raw values were transformed.
+
+    Token sequences (``tokens`` is not None): ``x_*`` are ``(N, T)`` int64 token ids in
+    ``[0, len(tokens))`` (``tokens[i]`` is the text of id ``i``), ``y_*`` ``(N, T)`` int64
+    targets per position, ``-100`` where a position is not counted (see
+    :mod:`lrlab.lab.targets`); ``input_shape`` is ``(T,)``. ``bpc``: the loss is also
+    reported in bits per character (loss / ln 2).
     """
 
     name: str
@@ -159,6 +173,13 @@ class Dataset:
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
     preprocessing: str = ""
+    tokens: tuple[str, ...] | None = None
+    bpc: bool = False
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of input token ids of a sequence dataset (None for the others)."""
+        return None if self.tokens is None else len(self.tokens)
 
     @property
     def n_train(self) -> int:
@@ -190,6 +211,7 @@ def load_dataset(
     limit: int | None = None,
     pixels: str = "standard",
     val_size: int | None = None,
+    context: int | None = None,
 ) -> Dataset:
     """Load one of ``DATASETS`` into memory.
 
@@ -205,6 +227,7 @@ def load_dataset(
             ``ToTensor`` and D2L's ``load_data_fashion_mnist`` give them).
         val_size: examples held out of the training set for validation (None: the
             dataset's default, 0: none); see *Validation* in the module docstring.
+        context: window length of ``chars`` (None: its default); only ``chars`` takes it.
 
     Returns:
         The :class:`Dataset`, on the CPU.
@@ -218,6 +241,17 @@ def load_dataset(
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int)
                                  or val_size < 0):
         raise LrlabError(f"val-size must be a whole number >= 0, got {val_size!r}")
+    if context is not None and key != "chars":
+        raise LrlabError(f"context sets the window length of the chars dataset; {key!r} "
+                         "does not take it")
+    if key in ("modadd", "chars"):
+        if data_dir is not None:
+            raise LrlabError(f"dataset {key!r} is built in, it takes no data_dir")
+        if val_size is not None:
+            raise LrlabError(f"val-size: the {key} dataset has a fixed validation split (see "
+                             "lrlab.lab.sequences); do not give it")
+        seqs = sequences.modadd() if key == "modadd" else sequences.chars(context)
+        return _sequence_dataset(seqs, limit)
     if key in _IMAGE_SETS:
         if pixels not in ("standard", "unit"):
             raise LrlabError(f"pixels must be 'standard' or 'unit', got {pixels!r}")
@@ -491,4 +525,20 @@ def _load_blobs(seed: int, limit: int | None, val_size: int | None = None) -> Da
         preprocessing=f"features standardised with the training part's mean/std; split"
         f" test_size={BLOBS_TEST_SIZE}, stratified, random_state={seed}; validation: "
         f"{val_size} of the {n} training examples (seed {VAL_SPLIT_SEED})",
+    )
+
+
+# --- token sequences -------------------------------------------------------------------
+
+
+def _sequence_dataset(seqs: sequences.Sequences, limit: int | None) -> Dataset:
+    """A Dataset of the splits ``lrlab.lab.sequences`` made; ``limit`` keeps the first
+    training sequences."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        seqs.splits[k] for k in ("train", "val", "test"))
+    return Dataset(
+        name=seqs.name, x_train=x_train[:limit], y_train=y_train[:limit], x_val=x_val,
+        y_val=y_val, x_test=x_test, y_test=y_test, num_classes=seqs.num_classes,
+        input_shape=(int(x_train.shape[1]),), source=seqs.source,
+        preprocessing=seqs.preprocessing, tokens=seqs.tokens, bpc=seqs.bpc,
     )

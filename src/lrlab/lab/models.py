@@ -17,10 +17,17 @@
     the network of Deep Learning Fundamentals unit 6, and the default for ``blobs`` (10
     features, ``hidden=[50]``) is 10-50-2. Image datasets default to ``hidden=[256]``
     (784-256-10, D2L's MLP on Fashion-MNIST).
+``transformer``
+    A small decoder-only transformer (:mod:`lrlab.lab.transformer`), Post-LN or Pre-LN, for
+    the token-sequence datasets (``modadd``, ``chars``): its vocabulary, classes and context
+    come from the dataset (``len(dataset.tokens)``, ``num_classes``, ``input_shape[0]``);
+    ``norm``/``depth``/``width``/``heads`` default to that module's ``DEFAULT_*``.
+    It is the only model for sequences, and it reads nothing else.
 
-Weights keep torch's default initialisation (``nn.Linear`` / ``nn.Conv2d``: Kaiming-uniform
-weights with ``a=sqrt(5)`` and uniform biases in ±1/sqrt(fan_in)); seed torch before
-building a model to make it reproducible.
+LeNet and MLP weights keep torch's default initialisation (``nn.Linear`` / ``nn.Conv2d``:
+Kaiming-uniform weights with ``a=sqrt(5)`` and uniform biases in ±1/sqrt(fan_in)); the
+transformer has GPT-2's (see its module). Seed torch before building a model to make it
+reproducible.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from lrlab.errors import LrlabError
 if TYPE_CHECKING:
     from lrlab.lab.data import Dataset
 
-MODELS: tuple[str, ...] = ("lenet", "mlp")
+MODELS: tuple[str, ...] = ("lenet", "mlp", "transformer")
+#: Options of the transformer model only (``build_model`` keywords, TrainConfig fields).
+TRANSFORMER_OPTIONS: tuple[str, ...] = ("norm", "depth", "width", "heads")
 
 LENET_INPUT = (1, 28, 28)
 
@@ -75,14 +84,19 @@ def build_model(
     dataset: Dataset | None = None,
     *,
     hidden: list[int] | None = None,
+    norm: str | None = None,
+    depth: int | None = None,
+    width: int | None = None,
+    heads: int | None = None,
 ) -> nn.Module:
     """A freshly initialised model for ``dataset``.
 
     Args:
         name: one of ``MODELS``.
         dataset: gives the input shape and number of classes. ``lenet`` works without
-            one (1x28x28 input, 10 classes); ``mlp`` needs it.
+            one (1x28x28 input, 10 classes); ``mlp`` and ``transformer`` need it.
         hidden: ``mlp`` hidden widths (see the module docstring); default per dataset.
+        norm, depth, width, heads: ``transformer`` options (None: its defaults).
 
     Raises:
         LrlabError: unknown model, a model that does not fit the dataset, bad ``hidden``.
@@ -90,6 +104,20 @@ def build_model(
     key = str(name).strip().lower()
     if key not in MODELS:
         raise LrlabError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    options = {"norm": norm, "depth": depth, "width": width, "heads": heads}
+    given = [k for k, v in options.items() if v is not None]
+    if key != "transformer" and given:
+        raise LrlabError(f"{given[0]} applies to the transformer model only, not to {key}")
+    if dataset is not None and (dataset.tokens is None) == (key == "transformer"):
+        if key == "transformer":
+            raise LrlabError(f"the transformer reads token sequences; dataset "
+                             f"{dataset.name!r} is not one (use modadd or chars)")
+        raise LrlabError(f"dataset {dataset.name!r} is token sequences; {key} cannot read "
+                         "them, use the transformer model")
+    if key == "transformer":
+        if hidden is not None:
+            raise LrlabError("hidden sizes apply to the mlp model only, not to transformer")
+        return _transformer(dataset, **options)
     if key == "lenet":
         if hidden is not None:
             raise LrlabError("hidden sizes apply to the mlp model only, not to lenet")
@@ -138,6 +166,17 @@ def mlp_layout(dataset: Dataset, hidden: list[int] | None = None) -> list[int]:
         if isinstance(h, bool) or not isinstance(h, int) or h < 1:
             raise LrlabError(f"mlp hidden sizes must be positive integers, got {list(hidden)}")
     return [math.prod(dataset.input_shape), *hidden, dataset.num_classes]
+
+
+def _transformer(dataset: Dataset | None, **options: int | str | None) -> nn.Module:
+    from lrlab.lab.transformer import Transformer
+
+    if dataset is None or dataset.tokens is None:
+        raise LrlabError("the transformer model needs a token-sequence dataset (for its "
+                         "vocabulary, classes and context)")
+    given = {k: v for k, v in options.items() if v is not None}
+    return Transformer(len(dataset.tokens), int(dataset.input_shape[0]),
+                       classes=dataset.num_classes, **given)  # type: ignore[arg-type]
 
 
 def _mlp(dataset: Dataset | None, hidden: list[int] | None) -> nn.Module:

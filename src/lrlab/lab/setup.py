@@ -84,11 +84,13 @@ def build_run(config: TrainConfig, world_size: int = 1) -> RunParts:
         torch.set_num_threads(cfg.threads)
     device = select_device(cfg.device)
     data = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed, limit=cfg.limit,
-                        pixels=cfg.pixels, val_size=cfg.val_size).to(device)
+                        pixels=cfg.pixels, val_size=cfg.val_size,
+                        context=cfg.context).to(device)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     hidden = parse_hidden(cfg.hidden) if cfg.hidden else None
-    model = build_model(cfg.resolved_model(), data, hidden=hidden).to(device)
+    model = build_model(cfg.resolved_model(), data, hidden=hidden, norm=cfg.norm,
+                        depth=cfg.depth, width=cfg.width, heads=cfg.heads).to(device)
     channels_last = cfg.use_channels_last(device.type) and data.x_train.dim() == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -15,6 +15,15 @@ epoch holds fewer samples than ranks (or micro-batches), a rank may get none: it
 its forward and backward passes on the empty batch (weight 0), so every rank takes part in
 the same gradient all-reduces and none waits for another.
 
+Targets (:mod:`lrlab.lab.targets`): a dataset gives one class per example, or one per position
+of a token sequence (``modadd``, ``chars``; ``-100`` where a position is not counted). Losses
+are means over the counted targets and accuracies are correct / counted targets; the
+weight of a micro-batch is its share of the update's counted targets (for one class per
+example: its share of the examples, as before). ``seen`` and ``examples_per_s`` count
+examples (sequences). A dataset whose loss is in characters (``chars``) also records
+``train_bpc``/``val_bpc``/``test_bpc`` = loss / ln 2 (bits per character) in each row and
+``final_val_bpc``/``final_test_bpc`` in the summary.
+
 Validation: when the dataset has a validation split (``val_size``, see ``lrlab.lab.data``)
 every epoch records ``val_loss``/``val_acc``; ``plateau(...)`` schedules are fed the
 validation loss (the training loss without one).
@@ -58,6 +67,8 @@ from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import run_environment
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
+from lrlab.lab.targets import LN2, counted, sum_loss
+from lrlab.lab.targets import correct as n_correct
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
 
@@ -90,20 +101,24 @@ class EpochSums:
 
     ``seen_untimed`` counts the examples of this epoch trained before a resume: they are in
     the epoch's loss and accuracy but not in its throughput (their time was not measured in
-    this process).
+    this process). ``targets`` counts the targets the loss and accuracy are over (= ``seen``
+    for one class per example; see :mod:`lrlab.lab.targets`).
     """
 
-    loss: float = 0.0  # sum of per-example losses
+    loss: float = 0.0  # sum of per-target losses
     correct: float = 0.0
     seen: float = 0.0
     grad_norm: float = 0.0  # sum over updates
     updates: int = 0
     seen_untimed: float = 0.0
+    targets: float = 0.0
 
-    def add(self, loss: float, correct: float, seen: float, grad_norm: float) -> None:
-        self.loss += loss * seen
+    def add(self, loss: float, correct: float, seen: float, targets: float,
+            grad_norm: float) -> None:
+        self.loss += loss * targets
         self.correct += correct
         self.seen += seen
+        self.targets += targets
         self.grad_norm += grad_norm
         self.updates += 1
 
@@ -111,9 +126,11 @@ class EpochSums:
     def from_checkpoint(cls, ck: dict[str, Any]) -> EpochSums:
         if "sums" in ck:
             sums = cls(**{k: v for k, v in ck["sums"].items() if k in cls.__dataclass_fields__})
+            if "targets" not in ck["sums"]:  # written before sequences: one target each
+                sums.targets = sums.seen
         else:  # version 1: a float64 tensor [loss sum, correct, seen, gnorm sum, updates]
             loss, correct, seen, gnorm, updates = ck["accum"].tolist()
-            sums = cls(loss, correct, seen, gnorm, int(updates))
+            sums = cls(loss, correct, seen, gnorm, int(updates), targets=seen)
         sums.seen_untimed = sums.seen
         return sums
 
@@ -161,7 +178,8 @@ def update_indices(perm: torch.Tensor, update: int, per_update: int, world: int,
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
              amp: torch.dtype | None, dist: DistContext | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over (x, y) (this rank's share when distributed)."""
+    """Mean cross-entropy and accuracy over the counted targets of (x, y) (this rank's share
+    when distributed); see :mod:`lrlab.lab.targets`."""
     dist = dist or DistContext()
     was_training = model.training
     model.eval()
@@ -174,9 +192,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
             sel = idx[s:s + batch]
             out = model(x[sel]).float()
             yy = y[sel]
-            total[0] += F.cross_entropy(out, yy, reduction="sum").double()
-            total[1] += (out.argmax(1) == yy).sum()
-            total[2] += len(sel)
+            total[0] += sum_loss(out, yy).double()
+            total[1] += n_correct(out, yy)
+            total[2] += counted(yy)
     dist.all_reduce_sum(total)
     model.train(was_training)
     n = max(total[2].item(), 1.0)
@@ -559,13 +577,13 @@ class _Trainer:
             if flag.stop:
                 return "interrupted"
             want_ratio = cfg.update_ratio and u == self.updates_per_epoch - 1
-            loss, correct, seen, gnorm, ratio = self._update(perm, u, want_ratio)
+            loss, correct, seen, targets, gnorm, ratio = self._update(perm, u, want_ratio)
             if ratio is not None:
                 self.ratios = ratio
             step = epoch * self.updates_per_epoch + u
             if self.first_loss is None:
                 self.first_loss = loss
-            sums.add(loss, correct, seen, gnorm)
+            sums.add(loss, correct, seen, targets, gnorm)
             health.observe(step, loss, chance)
             finite = math.isfinite(loss)
             bad = not finite or loss > EXPLODE_FACTOR * max(self.first_loss, 1e-3)
@@ -634,33 +652,45 @@ class _Trainer:
                    f"({stop['loss']:.4g}) with lr {stop['lr']:.4g}")
         self.records.event("diverged", msg, **stop)
 
+    def _update_targets(self, perm: torch.Tensor, u: int, total: int) -> int:
+        """Counted targets of update ``u`` on all ranks together (its ``total`` examples when
+        each example is one target): the denominator of every micro-batch's weight."""
+        y_all = self.data.y_train
+        if y_all.dim() == 1:
+            return total
+        return counted(y_all[perm[u * self.global_batch:(u + 1) * self.global_batch]])
+
     def _update(self, perm: torch.Tensor, u: int, want_ratio: bool
-                ) -> tuple[float, float, float, float, dict[str, float] | None]:
+                ) -> tuple[float, float, float, float, float, dict[str, float] | None]:
         cfg = self.config
         x_all, y_all = self.data.x_train, self.data.y_train
         micro, total = update_indices(perm, u, self.global_batch, self.world, self.dist.rank,
                                       cfg.accumulate)
+        total = self._update_targets(perm, u, total)
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        seen = 0
+        seen = targets = 0
         for k, idx in enumerate(micro):
             x, y = self.parts.inputs(x_all[idx]), y_all[idx]
+            n = counted(y)
             sync = contextlib.nullcontext()
             if self.world > 1 and k < len(micro) - 1:
                 sync = self.train_model.no_sync()
             with sync:
                 with _autocast(self.device, self.amp):
                     out = self.train_model(x)
-                if len(idx):
-                    loss = F.cross_entropy(out.float(), y)
+                if n:
+                    o, t = out.float().reshape(-1, out.shape[-1]), y.reshape(-1)
+                    loss = F.cross_entropy(o, t)  # the mean over the counted targets
                     # weight: this micro-batch's share of the whole update (all ranks)
-                    (loss * (len(idx) * self.world / total)).backward()
-                    loss_sum += loss.detach() * len(idx)
-                    correct += (out.detach().argmax(1) == y).sum()
+                    (loss * (n * self.world / total)).backward()
+                    loss_sum += loss.detach() * n
+                    correct += n_correct(out.detach(), y)
                 else:  # an empty share: take part in the all-reduce with zero gradients
                     (out.float().sum() * 0.0).backward()
             seen += len(idx)
+            targets += n
         gnorm = _grad_norm(self.params)
         before = None
         if want_ratio:
@@ -673,12 +703,14 @@ class _Trainer:
             for name, p, b in zip(names, self.params, before):
                 w = b.norm().item()
                 ratio[name] = (p.detach() - b).norm().item() / w if w > 0 else float("inf")
-        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device)])
+        stats = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device),
+                             torch.tensor(float(targets), device=self.device)])
         stats = stats.double()
         if self.world > 1:
             self.dist.all_reduce_sum(stats)
-        seen_all = stats[2].item()
-        return (stats[0].item() / seen_all, stats[1].item(), seen_all, gnorm.item(), ratio)
+        seen_all, targets_all = stats[2].item(), stats[3].item()
+        return (stats[0].item() / max(targets_all, 1.0), stats[1].item(), seen_all, targets_all,
+                gnorm.item(), ratio)
 
     def _current_lr(self) -> float:
         lr = self.optimizer.param_groups[0]["lr"]
@@ -686,15 +718,15 @@ class _Trainer:
 
     def _epoch_row(self, epoch: int, sums: EpochSums, train_time: float,
                    diverged: bool) -> dict[str, Any]:
-        seen = max(sums.seen, 1.0)
+        targets = max(sums.targets, 1.0)
         row: dict[str, Any] = {
             "epoch": epoch,
             "step": epoch * self.updates_per_epoch + sums.updates,
             "lr": self._current_lr() if self.config.per == "epoch" else self.lr_first,
             "lr_first": self.lr_first,
             "lr_last": self._last_used_lr(),
-            "train_loss": sums.loss / seen,
-            "train_acc": sums.correct / seen,
+            "train_loss": sums.loss / targets,
+            "train_acc": sums.correct / targets,
             "grad_norm": sums.grad_norm / max(sums.updates, 1),
             # examples trained in this process only: a resumed epoch's earlier part was
             # trained (and timed) by the process that was interrupted
@@ -711,6 +743,10 @@ class _Trainer:
                     self.dist)
         else:
             row["diverged"] = True
+        if self.data.bpc:  # bits per character: the loss in nats / ln 2
+            for split in ("train", "val", "test"):
+                if isinstance(row.get(f"{split}_loss"), float):
+                    row[f"{split}_bpc"] = row[f"{split}_loss"] / LN2
         if self.ratios is not None:
             row["update_ratio"] = self.ratios
         every = self.config.sharpness
@@ -828,6 +864,9 @@ class _Trainer:
             "updates": self.scheduler.count if self.config.per == "step" else
             (last.get("step", 0)),
         }
+        if self.data.bpc:
+            summary["final_val_bpc"] = last.get("val_bpc")
+            summary["final_test_bpc"] = last.get("test_bpc")
         if stop:
             summary["diverged_at"] = stop
         if self.dist.is_main:
@@ -852,6 +891,8 @@ class _Trainer:
             parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}")
         if "test_acc" in row:
             parts.append(f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}")
+        if "val_bpc" in row:
+            parts.append(f"val bpc {row['val_bpc']:.3f}")
         parts.append(f"{row['examples_per_s']:.0f} ex/s")
         line = "  ".join(parts)
         if bar is not None:
