@@ -118,3 +118,36 @@ def test_resume_accepts_sharpness_and_find_lr_refuses_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--sharpness" in err
     assert main(["train", *BLOBS, "--sharpness", "-1", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_sharpness_of_a_transformer_matches_its_full_hessian(norm):
+    # scaled_dot_product_attention's fused CPU kernel has no double backward: the
+    # measurement must still work, and give the full Hessian's top eigenvalue
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from lrlab.diagnostics import sharpness
+    from lrlab.lab.targets import mean_loss
+    from lrlab.lab.transformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(vocab=7, context=5, norm=norm, depth=1, width=4, heads=2)
+    x = torch.randint(0, 7, (16, 5))
+    y = torch.randint(0, 7, (16, 5))
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        params, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            size = math.prod(shape)
+            params[name] = flat[i:i + size].reshape(shape)
+            i += size
+        return mean_loss(torch.func.functional_call(model, params, (x,)), y)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        top = torch.linalg.eigvalsh(
+            torch.autograd.functional.hessian(loss, flat0).double()).max().item()
+    got = sharpness(model, mean_loss, (x, y))
+    assert got.converged and got.value == pytest.approx(top, rel=0.01)

@@ -101,6 +101,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lrlab.errors import LrlabError
 from lrlab.optim.teaching import AdamNoBias
@@ -199,7 +200,9 @@ def _hvp_operator(model: torch.nn.Module, loss_fn: Callable[[Any, Any], Tensor],
     if not isinstance(batch, Sequence) or isinstance(batch, str) or len(batch) != 2:
         raise LrlabError(f"sharpness: batch must be a pair (x, y), got {type(batch).__name__}")
     x, y = batch
-    with torch.enable_grad():
+    # attention through the math kernel: the fused (flash / CPU) kernels of
+    # scaled_dot_product_attention have no double backward
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         loss = loss_fn(model(x), y)
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise LrlabError("sharpness: loss_fn(model(x), y) must return a one-element tensor")

@@ -67,7 +67,7 @@ from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import run_environment
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
-from lrlab.lab.targets import LN2, counted, sum_loss
+from lrlab.lab.targets import LN2, counted, mean_loss, sum_loss
 from lrlab.lab.targets import correct as n_correct
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
@@ -767,9 +767,7 @@ class _Trainer:
 
         n = min(SHARPNESS_EXAMPLES, self.data.n_train)
         batch = (self.parts.inputs(self.data.x_train[:n]), self.data.y_train[:n])
-
-        def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(out.float(), y)
+        loss_fn = mean_loss  # the training loss: mean over the counted targets
 
         plain = sharpness(self.model, loss_fn, batch)
         out: dict[str, Any] = {"sharpness": plain.value}
