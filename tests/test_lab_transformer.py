@@ -262,6 +262,34 @@ def test_chars_records_bits_per_character(tmp_path, capsys):
     assert f"final test bpc {row['test_bpc']:.4f}" in out
 
 
+def test_chance_level_of_a_sequence_dataset_is_its_unigram_entropy():
+    from collections import Counter
+
+    from lrlab.lab.data import load_dataset
+
+    data = load_dataset("chars", None, seed=0, limit=None, pixels="standard", val_size=None,
+                        context=16)
+    counts = Counter(t for t in data.y_train.reshape(-1).tolist() if t != -100)
+    total = sum(counts.values())
+    entropy = -sum(c / total * math.log(c / total) for c in counts.values())
+    assert data.chance_loss == pytest.approx(entropy, rel=1e-12)
+    assert data.chance_acc == pytest.approx(max(counts.values()) / total, rel=1e-12)
+    assert data.chance_loss < math.log(data.num_classes) - 1  # far below ln(vocabulary)
+
+
+def test_a_character_model_stuck_at_letter_frequencies_is_not_learning(tmp_path):
+    # at LR 1e-5 two epochs move nothing: the loss stays near the unigram entropy, which is
+    # ~1.4 nats below ln(104); judged against ln(104) it would pass as "ok"
+    code = main(["train", "--dataset", "chars", "--context", "16", "--limit", "128",
+                 "--epochs", "2", "--batch-size", "32", "--lr", "1e-5", "--schedule",
+                 "constant()", "--out", str(tmp_path), "--name", "stuck", *TINY])
+    assert code == 0
+    summary = json.loads((tmp_path / "stuck" / "summary.json").read_text())
+    assert summary["status"] == "not-learning"
+    events = (tmp_path / "stuck" / "events.jsonl").read_text()
+    assert "entropy of the training targets" in events
+
+
 def test_find_lr_on_chars_with_the_transformer(tmp_path, capsys):
     code = main(["find-lr", "--dataset", "chars", "--model", "transformer", "--context", "16",
                  "--limit", "256", "--batch-size", "32", "--steps", "12", "--out",

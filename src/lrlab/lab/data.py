@@ -160,6 +160,12 @@ class Dataset:
     targets per position, ``-100`` where a position is not counted (see
     :mod:`lrlab.lab.targets`); ``input_shape`` is ``(T,)``. ``bpc``: the loss is also
     reported in bits per character (loss / ln 2).
+
+    ``chance_loss`` / ``chance_acc``: what a model that ignores its input reaches, the level
+    "not learning" and "collapse" are judged against. None means ``ln(num_classes)`` and
+    ``1/num_classes`` (balanced classes: images, tabular data). A sequence dataset sets them
+    from its training targets: the entropy of their frequencies (the unigram loss; for
+    ``chars`` about 4.7 bits, well below ln 104) and the frequency of the commonest one.
     """
 
     name: str
@@ -175,6 +181,8 @@ class Dataset:
     preprocessing: str = ""
     tokens: tuple[str, ...] | None = None
     bpc: bool = False
+    chance_loss: float | None = None
+    chance_acc: float | None = None
 
     @property
     def vocab_size(self) -> int | None:
@@ -536,9 +544,14 @@ def _sequence_dataset(seqs: sequences.Sequences, limit: int | None) -> Dataset:
     training sequences."""
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         seqs.splits[k] for k in ("train", "val", "test"))
+    counted = y_train[:limit].reshape(-1)
+    counted = counted[counted >= 0]
+    freq = torch.bincount(counted, minlength=seqs.num_classes).double() / max(len(counted), 1)
+    nonzero = freq[freq > 0]
     return Dataset(
         name=seqs.name, x_train=x_train[:limit], y_train=y_train[:limit], x_val=x_val,
         y_val=y_val, x_test=x_test, y_test=y_test, num_classes=seqs.num_classes,
         input_shape=(int(x_train.shape[1]),), source=seqs.source,
         preprocessing=seqs.preprocessing, tokens=seqs.tokens, bpc=seqs.bpc,
+        chance_loss=float(-(nonzero * nonzero.log()).sum()), chance_acc=float(freq.max()),
     )

@@ -39,9 +39,13 @@ Diagnostics (the run stops as ``diverged``, recorded with its kind, epoch, updat
   update losses (weight ``HEALTH_EMA``) crossed chance level since it was last well below.
 
 A run whose train loss is still within 3% of ln(classes) with chance-level accuracy after two
-or more epochs, and never learned, is ``not-learning``. ``update_ratio`` records ‖Δw‖/‖w‖ per
-parameter tensor at the last update of each epoch and warns when a step is half as large as
-the weights or more.
+or more epochs, and never learned, is ``not-learning``. "Chance level" is ln(classes) and
+1/classes for the balanced image and tabular datasets; a sequence dataset has its own
+(``Dataset.chance_loss``/``chance_acc``: the unigram entropy of its training targets and
+the frequency of the commonest one, the accuracy bound then 1.1× that frequency), since a
+character model that only learned letter frequencies sits far below ln(vocabulary).
+``update_ratio`` records ‖Δw‖/‖w‖ per parameter tensor at the last update of each epoch and
+warns when a step is half as large as the weights or more.
 
 Reproducibility: ``config.json`` records the run's environment (torch version, threads,
 device, deterministic flags: ``lrlab.lab.device.run_environment``); a resume on a different
@@ -567,7 +571,7 @@ class _Trainer:
         """Train the updates of ``epoch`` from ``first_update``; None when it completed,
         ``"interrupted"`` after Ctrl-C, or the divergence that stopped it."""
         cfg, dist = self.config, self.dist
-        chance = math.log(self.data.num_classes)
+        chance = self.chance_loss
         perm = epoch_permutation(self.data.n_train, cfg.seed, epoch).to(self.device)
         # closed form: the same value whether or not the epoch was resumed mid-way
         self.lr_first = float(self.scheduler.lr_at(
@@ -602,8 +606,7 @@ class _Trainer:
 
     def _learned(self, row: dict[str, Any]) -> bool:
         loss = row.get("train_loss")
-        return isinstance(loss, (int, float)) and loss < LEARNED * math.log(
-            self.data.num_classes)
+        return isinstance(loss, (int, float)) and loss < LEARNED * self.chance_loss
 
     def _last_train_loss(self) -> float | None:
         rows = self.records.metrics() if self.dist.is_main else []
@@ -618,7 +621,7 @@ class _Trainer:
                 return {"cause": "nonfinite-eval", "epoch": epoch, "update": row["step"] - 1,
                         "lr": row["lr_last"], "loss": value, "metric": key,
                         "loss_before": rows[-1]["train_loss"] if rows else None}
-        chance = math.log(self.data.num_classes)
+        chance = self.chance_loss
         if health.learned and row["train_loss"] >= CHANCE * chance:
             update = health.candidate
             lr = float(self.scheduler.lr_at(update if self.config.per == "step" else epoch)[0]) \
@@ -640,7 +643,7 @@ class _Trainer:
             msg = (f"collapsed after learning: at {where} (epoch {stop['epoch']}, lr "
                    f"{stop['lr']:.4g}) the train loss went from {before:.4g} (previous epoch) "
                    f"to {stop['loss']:.4g}, back at or above chance level "
-                   f"ln({self.data.num_classes}) = {math.log(self.data.num_classes):.4f}")
+                   f"{self.chance_text}")
         elif kind == "nonfinite-eval":
             msg = (f"diverged: the {stop['metric'].replace('_', ' ')} became {stop['loss']} "
                    f"after epoch {stop['epoch']} (last update {stop['update']}, lr "
@@ -789,21 +792,37 @@ class _Trainer:
         t = max(self.scheduler.count - 1, 0)
         return float(self.scheduler.lr_at(t)[0])
 
+    @property
+    def chance_loss(self) -> float:
+        """The loss of a model that ignores its input: ln(classes), or the dataset's own."""
+        if self.data.chance_loss is not None:
+            return self.data.chance_loss
+        return math.log(self.data.num_classes)
+
+    @property
+    def chance_text(self) -> str:
+        if self.data.chance_loss is not None:
+            return (f"{self.data.chance_loss:.4f} (the entropy of the training targets' "
+                    "frequencies)")
+        return f"ln({self.data.num_classes}) = {math.log(self.data.num_classes):.4f}"
+
     def _stuck(self, row: dict[str, Any] | None) -> bool:
         n_classes = self.data.num_classes
         if row is None or row["epoch"] < 1:
             return False
+        if self.data.chance_acc is not None:  # the commonest target, not 1/classes
+            return row["train_loss"] >= CHANCE * self.chance_loss and \
+                row["train_acc"] <= 1.1 * self.data.chance_acc
         return row["train_loss"] >= CHANCE * math.log(n_classes) and \
             row["train_acc"] <= 1.5 / n_classes
 
     def _diagnose(self, row: dict[str, Any], health: Health) -> None:
         if not self.dist.is_main:
             return
-        n_classes = self.data.num_classes
         if not health.learned and self._stuck(row) and not self.flagged_not_learning:
             self.flagged_not_learning = True
             self.records.event("not-learning", f"train loss {row['train_loss']:.4f} is still "
-                               f"at ln({n_classes}) = {math.log(n_classes):.4f} after epoch "
+                               f"at chance level {self.chance_text} after epoch "
                                f"{row['epoch']}", epoch=row["epoch"])
         for name, r in (row.get("update_ratio") or {}).items():
             if r >= LARGE_UPDATE_RATIO:
