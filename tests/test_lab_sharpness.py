@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from lrlab.cli import main
 from lrlab.lab.config import TrainConfig
 from lrlab.lab.setup import build_run
-from lrlab.lab.trainer import SHARPNESS_EXAMPLES
 
 BLOBS = ["--dataset", "blobs", "--threads", "1", "--quiet", "--seed", "2"]
 TIMING = {"examples_per_s", "epoch_time", "time"}
@@ -67,7 +66,7 @@ def test_the_value_is_the_top_eigenvalue_of_the_full_hessian(runs):
     model = parts.model
     model.load_state_dict(torch.load(runs["with"] / "checkpoint.pt",
                                      weights_only=True)["model"])
-    n = SHARPNESS_EXAMPLES
+    n = TrainConfig().batch_size  # the fixed batch: the first --batch-size examples
     x, y = parts.data.x_train[:n], parts.data.y_train[:n]
     names = [k for k, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]

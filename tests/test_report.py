@@ -496,3 +496,31 @@ def test_warmup_length_of_a_lone_warmup_under_a_plateau():
     config = {"schedule": "warmup(5) * plateau(patience=2)", "per": "epoch", "epochs": 10,
               "updates_per_epoch": 7, "lr_used": 0.1}
     assert warmup_length(config) == (5, "epochs")
+
+
+def test_character_runs_show_bits_per_character_and_sharpness_against_its_threshold(tmp_path):
+    d = _comparison(tmp_path / "c", {"a": [(0.4, 0.4), (0.5, 0.5)], "b": [(0.3, 0.3)]})
+    bpcs = {"a-s0": 2.0, "a-s1": 3.0}
+    for name, bpc in bpcs.items():
+        path = d / "runs" / name / "metrics.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        for i, r in enumerate(rows):
+            r.update(test_bpc=bpc, sharpness=10.0 + i, sharpness_threshold=38 / 0.01,
+                     precond_sharpness=100.0 + i)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = build_report(d)
+    table = next(b for b in report.blocks if b.kind == "table")
+    col = table.header.index("test bpc")
+    cells = {row[0]: row[col] for row in table.rows}
+    # mean 2.5, sample sd of (2, 3) = 0.7071; label b has none
+    assert cells["a"] == "2.5000 ± 0.7071" and cells["b"] == "—"
+    assert (d / "sharpness.png").stat().st_size > 0
+    from lrlab.lab.plots import sharpness_key
+    assert sharpness_key(report_runs(d, "a")) == "precond_sharpness"  # Adam: the one that
+    assert sharpness_key(report_runs(d, "b")) is None                 # meets the threshold
+
+
+def report_runs(d: Path, label: str):
+    from lrlab.lab.report import load_runs
+
+    return [r for r in load_runs(d)[1] if r.label == label]

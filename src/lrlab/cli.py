@@ -190,9 +190,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="record per-layer update/weight ratios")
     g.add_argument("--sharpness", type=int, default=S, metavar="EVERY",
                    help="after every EVERY-th epoch (and the last) record the top Hessian "
-                   "eigenvalue on a fixed batch of 256 training examples (for Adam-like "
-                   "optimizers also the preconditioned one) beside the stability threshold "
-                   "of the LR; about 100 Hessian-vector products each (default 0: off)")
+                   "eigenvalue on a fixed batch (the first --batch-size training examples; "
+                   "for Adam-like optimizers also the preconditioned one) beside the "
+                   "stability threshold of the LR; up to 100 Hessian-vector products each "
+                   "(default 0: off)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
     p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
 

@@ -136,6 +136,7 @@ class LabelStats:
     notes: list[str] = field(default_factory=list)
     val: list[float] = field(default_factory=list)
     has_val: bool = False
+    bpc: list[float] = field(default_factory=list)  # final test bits per character (chars)
 
     @property
     def test(self) -> st.Summary:
@@ -232,7 +233,8 @@ def label_stats(meta: dict[str, Any], runs: list[RunData]) -> list[LabelStats]:
             label, group, Counter(r.status for r in group), final, best,
             _mean([r.time_s() for r in group]), _mean([r.throughput() for r in group]),
             info.get(label, {}).get("reference"), list(info.get(label, {}).get("notes", [])),
-            val, any(r.has_validation for r in group)))
+            val, any(r.has_validation for r in group),
+            [b for b in (r.final("test_bpc") for r in done) if b is not None]))
     return out
 
 
@@ -705,9 +707,11 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
     stats = label_stats(meta, runs)
     groups = {s.label: s.runs for s in stats}
     any_val = any(s.has_val for s in stats)
+    any_bpc = any(s.bpc for s in stats)
     blocks: list[Block] = []
 
     header = ["label", "runs", "n", "test acc", "test 95% CI",
+              *(["test bpc"] if any_bpc else []),
               *(["val acc", "val 95% CI"] if any_val else []), "reference",
               "diff (verdict)", "time (s)", "examples/s", "notes"]
     rows = []
@@ -722,14 +726,18 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
             marks.append(f"[{numbers[note]}]")
         t, v = s.test, s.val_summary
         val_cells = ([_msd(v), _ci(v)] if s.has_val else ["no split", ""]) if any_val else []
+        bpc_cells = [_msd(st.summarize(s.bpc)) if s.bpc else "—"] if any_bpc else []
         rows.append([s.label, _status_text(s.status), str(t.n), _msd(t),
-                     _ci(t), *val_cells, _ref_text(s.reference), _verdict_text(s),
+                     _ci(t), *bpc_cells, *val_cells, _ref_text(s.reference), _verdict_text(s),
                      "—" if s.time_s is None else f"{s.time_s:.1f}",
                      "—" if s.throughput is None else f"{s.throughput:.0f}",
                      " ".join(["; ".join(_derived_notes(s)), *marks]).strip()])
     blocks.append(Block("h2", "Summary"))
     blocks.append(Block("table", header=header, rows=rows))
-    blocks.append(Block("p", "runs: by status; n: the seeds averaged (those that trained every "
+    bpc_text = "test bpc: final test loss in bits per character, mean ± sd. " \
+        if any_bpc else ""
+    blocks.append(Block("p", bpc_text + "runs: by status; n: the seeds averaged (those that "
+                        "trained every "
                         "epoch). Accuracies are final (after the last epoch), as mean ± "
                         "sample sd and the 95% Student-t confidence interval of the mean over "
                         "the n seeds; diff = test mean − reference. How each verdict is "

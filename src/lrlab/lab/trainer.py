@@ -87,8 +87,6 @@ CHANCE = 0.97
 #: weight of the newest update loss in the average that dates a collapse
 HEALTH_EMA = 0.1
 CHECKPOINT_VERSION = 2
-#: the fixed batch ``--sharpness`` measures on: the first examples of the training part
-SHARPNESS_EXAMPLES = 256
 
 
 @dataclass
@@ -760,7 +758,8 @@ class _Trainer:
 
     def _measure_sharpness(self) -> dict[str, Any]:
         """``--sharpness``: the top eigenvalue of the Hessian of the training loss on a fixed
-        batch (the first ``SHARPNESS_EXAMPLES`` training examples, in float32, in training
+        batch (the first ``--batch-size`` training examples: a batch of the size each update
+        sees, the same one every time; in float32, in training
         mode), for Adam-like optimizers also of the preconditioned Hessian, and the stability
         threshold of the LR of the epoch's last update (param group 0; see
         :mod:`lrlab.diagnostics.sharpness`). The measurement leaves the model, its gradients
@@ -768,7 +767,7 @@ class _Trainer:
         rank 0 measures its copy (the ranks' models are identical)."""
         from lrlab.diagnostics import sharpness, stability_threshold
 
-        n = min(SHARPNESS_EXAMPLES, self.data.n_train)
+        n = min(self.config.batch_size, self.data.n_train)
         batch = (self.parts.inputs(self.data.x_train[:n]), self.data.y_train[:n])
         loss_fn = mean_loss  # the training loss: mean over the counted targets
 
