@@ -10,9 +10,10 @@
   finite value there, so a run that stopped early leaves the band after its last epoch.
 - ``sharpness.png`` (when runs measured it, ``--sharpness EVERY``): per label, the sharpness
   that governs stability (the preconditioned sharpness for Adam-like optimizers, the Hessian's
-  λ_max otherwise) as a solid line with its min–max band, and the stability threshold of the
-  LR in use as a dashed line of the same colour, on a log scale. Where the solid line meets
-  the dashed one, the LR is at the edge of stability (Cohen et al. 2021, 2022).
+  λ_max otherwise) divided by the stability threshold of the LR of the epoch's last update,
+  mean over seeds with the min–max band, on a log scale; at 1 (dashed) the LR is at the
+  edge of stability (Cohen et al. 2021, 2022), above it a quadratic with that curvature
+  would diverge.
 """
 
 from __future__ import annotations
@@ -179,8 +180,8 @@ def sharpness_key(runs: Sequence[RunData]) -> str | None:
 
 
 def plot_sharpness(groups: dict[str, list[RunData]], path: Path) -> Path:
-    """Sharpness (solid, mean and min–max band over seeds) against the stability threshold of
-    the LR in use (dashed), per label, on a log scale."""
+    """Per label, the sharpness as a fraction of the stability threshold of the LR in use
+    (mean over seeds, min–max band), on a log scale, with the edge of stability at 1."""
     fig, ax = _figure(len(groups))
     drawn = 0
     for label, runs in groups.items():
@@ -188,24 +189,28 @@ def plot_sharpness(groups: dict[str, list[RunData]], path: Path) -> Path:
         if key is None:
             ax.plot([], [])
             continue
-        xs, ys, lo, hi, counts = band_curve(runs, key)
-        name = "preconditioned sharpness" if key == "precond_sharpness" else "sharpness"
+        by_epoch: dict[int, list[float]] = {}
+        for run in runs:
+            for i, (lam, limit) in enumerate(zip(run.series(key),
+                                                 run.series("sharpness_threshold"))):
+                if lam is not None and limit and math.isfinite(lam) and math.isfinite(limit):
+                    by_epoch.setdefault(i + 1, []).append(max(lam, 0.0) / limit)
+        xs = sorted(by_epoch)
+        ys = [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs]
         (line,) = ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, lw=1.6,
-                          label=f"{label}: {name}")
-        if max(counts, default=0) > 1:
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
-        tx, ty, _, _, _ = band_curve(runs, "sharpness_threshold")
-        if tx:
-            ax.plot(tx, ty, ls="--", lw=1.2, color=line.get_color(),
-                    label=f"{label}: threshold of the LR")
-        drawn += 2 if tx else 1
-    if drawn:
-        ax.set_yscale("log")
+                          label=label)
+        if any(len(by_epoch[e]) > 1 for e in xs):
+            ax.fill_between(xs, [min(by_epoch[e]) for e in xs],
+                            [max(by_epoch[e]) for e in xs], color=line.get_color(),
+                            alpha=0.18, lw=0)
+        drawn += bool(xs)
+    ax.axhline(1.0, color="black", lw=1.0, ls="--")
+    ax.set_yscale("log")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("top eigenvalue")
-    ax.set_title("Sharpness vs the stability threshold of the LR\n"
-                 f"solid: mean over seeds, band: {BAND}; dashed: threshold", fontsize=11)
+    ax.set_ylabel("sharpness / threshold of the LR")
+    ax.set_title("Sharpness as a fraction of its stability threshold (dashed: the edge, 1)\n"
+                 f"line: mean over seeds; band: {BAND}", fontsize=11)
     return _save(fig, ax, path, drawn)

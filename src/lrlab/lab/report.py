@@ -783,10 +783,11 @@ def build_report(directory: str | Path, trace: str | None = None) -> Report:
         blocks.append(Block("p", "Sharpness: the top eigenvalue of the loss Hessian on a fixed "
                             "training batch (for Adam-like optimizers of the preconditioned "
                             "Hessian P⁻¹H, P = diag(√v̂ + ε)), measured by power iteration "
-                            "after the epochs shown; dashed, the threshold above which the "
-                            "LR in use is unstable on a quadratic: 2/η for SGD, (2+2β)/η "
-                            "with momentum β, (2+2β1)/((1−β1)η) for Adam (Cohen et al. "
-                            "2021, 2022)."))
+                            "after the epochs shown, divided by the threshold above which "
+                            "the LR of the epoch's last update is unstable on a quadratic: "
+                            "2/η for SGD, (2+2β)/η with momentum β, (2+2β1)/((1−β1)η) for "
+                            "Adam (Cohen et al. 2021, 2022). At 1 (dashed) training is at the "
+                            "edge of stability; a decayed LR moves the ratio down."))
 
     run = _choose_trace(meta, runs, trace)
     if run is not None:
