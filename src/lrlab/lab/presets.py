@@ -196,6 +196,11 @@ _OPTIMIZER_LRS: tuple[tuple[str, float, float], ...] = (
     ("nsgd", 0.05, 0.0),
 )
 _TOO_HIGH_LRS = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
+_TOO_HIGH_ADAM_LRS = (1e-4, 1e-3, 1e-2, 0.1, 1.0)
+#: the transformer of the warmup-transformer preset, on characters
+_TRANSFORMER = {"dataset": "chars", "model": "transformer", "depth": 4, "width": 64,
+                "heads": 4, "optimizer": "adam", "betas": (0.9, 0.98), "batch_size": 32,
+                "per": "step"}
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
@@ -289,9 +294,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "32, 3 epochs, cosine decay; Post-LN vs Pre-LN × no warmup / one epoch of linear "
         "warmup / warmup(auto) (2/(1-β2) = 100 updates). Sharpness is measured after every "
         "epoch.",
-        common={"dataset": "chars", "model": "transformer", "depth": 4, "width": 64,
-                "heads": 4, "optimizer": "adam", "lr": 0.01, "betas": (0.9, 0.98),
-                "batch_size": 32, "per": "step", "sharpness": 1},
+        common={**_TRANSFORMER, "lr": 0.01, "sharpness": 1},
         rows=tuple(Row(f"{norm}-LN, {tag}", {"norm": norm.lower(), "schedule": spec},
                        notes=notes)
                    for norm in ("Post", "Pre")
@@ -333,6 +336,22 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                                      ("no warmup", "cosine()"))),
         epochs=3, seeds=(0,), trace="warmup lr=1", baseline="no warmup lr=0.01",
         contrasts=tuple((f"warmup lr={lr:g}", f"no warmup lr={lr:g}") for lr in _TOO_HIGH_LRS),
+    ),
+    Preset(
+        name="lr-too-high-transformer",
+        title="LR too low … too high for a Pre-LN transformer: Adam with and without warmup "
+        "(characters, 3 epochs)",
+        description="The lr-too-high experiment on the warmup-transformer preset's Pre-LN "
+        "model: Adam at LRs from 1e-4 to 1, with a one-epoch warmup before a cosine and with "
+        "the cosine alone.",
+        common={**_TRANSFORMER, "norm": "pre"},
+        rows=tuple(Row(f"{tag} lr={lr:g}", {"lr": lr, "schedule": spec})
+                   for lr in _TOO_HIGH_ADAM_LRS
+                   for tag, spec in (("warmup", "warmup(1ep) >> cosine()"),
+                                     ("no warmup", "cosine()"))),
+        epochs=3, seeds=(0,), trace="warmup lr=0.01", baseline="no warmup lr=0.001",
+        notes=("One seed per row: the rows show where training stops working, not "
+               "verdicts.",),
     ),
 )}
 
