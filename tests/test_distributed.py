@@ -154,3 +154,21 @@ def test_a_rank_with_an_empty_share_of_the_last_update_neither_nans_nor_hangs(tm
                str(tmp_path), "--name", "one")
     assert r.returncode == 0, r.stderr
     assert_close_params(tmp_path / "ddp", tmp_path / "one")
+
+
+def test_two_gloo_ranks_weigh_per_token_targets_like_one_process(tmp_path):
+    """modadd counts one target per sequence, chars every position: the per-token loss
+    sums over ranks must give the parameters of one process with the doubled batch."""
+    tiny = ["--model", "transformer", "--depth", "1", "--width", "16", "--heads", "2",
+            "--optimizer", "adam", "--lr", "0.003", "--seed", "1", "--threads", "1", "--quiet",
+            "--epochs", "2"]
+    for data in (["--dataset", "modadd"],
+                 ["--dataset", "chars", "--context", "16", "--limit", "96"]):
+        name = data[1]
+        r = distributed(*data, *tiny, "--batch-size", "8", "--out", str(tmp_path), "--name",
+                        f"{name}-ddp")
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = single(*data, *tiny, "--batch-size", "16", "--out", str(tmp_path), "--name",
+                   f"{name}-one")
+        assert r.returncode == 0, r.stderr
+        assert_close_params(tmp_path / f"{name}-ddp", tmp_path / f"{name}-one", tol=1e-4)
