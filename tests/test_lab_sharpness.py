@@ -61,16 +61,13 @@ def test_the_measurement_does_not_change_the_run(runs):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_value_is_the_top_eigenvalue_of_the_full_hessian(runs):
-    parts = build_run(TrainConfig(dataset="blobs", seed=2, threads=1))
-    model = parts.model
-    model.load_state_dict(torch.load(runs["with"] / "checkpoint.pt",
-                                     weights_only=True)["model"])
-    n = TrainConfig().batch_size  # the fixed batch: the first --batch-size examples
-    x, y = parts.data.x_train[:n], parts.data.y_train[:n]
+def _full_hessian_top(model: torch.nn.Module, loss_fn, x: torch.Tensor,
+                      y: torch.Tensor) -> float:
+    """The largest eigenvalue of the Hessian of loss_fn(model(x), y) in all parameters,
+    built densely by torch.autograd.functional.hessian (the independent reference)."""
     names = [k for k, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
         params, i = {}, 0
@@ -78,11 +75,20 @@ def test_the_value_is_the_top_eigenvalue_of_the_full_hessian(runs):
             size = math.prod(shape)
             params[name] = flat[i:i + size].reshape(shape)
             i += size
-        out = torch.func.functional_call(model.double(), params, (x.double(),))
-        return F.cross_entropy(out, y)
+        return loss_fn(torch.func.functional_call(model, params, (x,)), y)
 
     hessian = torch.autograd.functional.hessian(loss, flat0)
-    top = torch.linalg.eigvalsh(hessian).max().item()
+    return torch.linalg.eigvalsh(hessian.double()).max().item()
+
+
+def test_the_value_is_the_top_eigenvalue_of_the_full_hessian(runs):
+    parts = build_run(TrainConfig(dataset="blobs", seed=2, threads=1))
+    model = parts.model
+    model.load_state_dict(torch.load(runs["with"] / "checkpoint.pt",
+                                     weights_only=True)["model"])
+    n = TrainConfig().batch_size  # the fixed batch: the first --batch-size examples
+    x, y = parts.data.x_train[:n], parts.data.y_train[:n]
+    top = _full_hessian_top(model.double(), F.cross_entropy, x.double(), y)
     got = _rows(runs["with"])[-1]
     if got["sharpness_converged"]:
         assert got["sharpness"] == pytest.approx(top, rel=0.01)
@@ -133,20 +139,7 @@ def test_sharpness_of_a_transformer_matches_its_full_hessian(norm):
     model = Transformer(vocab=7, context=5, norm=norm, depth=1, width=4, heads=2)
     x = torch.randint(0, 7, (16, 5))
     y = torch.randint(0, 7, (16, 5))
-    names = [k for k, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(flat: torch.Tensor) -> torch.Tensor:
-        params, i = {}, 0
-        for name, shape in zip(names, shapes, strict=True):
-            size = math.prod(shape)
-            params[name] = flat[i:i + size].reshape(shape)
-            i += size
-        return mean_loss(torch.func.functional_call(model, params, (x,)), y)
-
     with sdpa_kernel(SDPBackend.MATH):
-        top = torch.linalg.eigvalsh(
-            torch.autograd.functional.hessian(loss, flat0).double()).max().item()
+        top = _full_hessian_top(model, mean_loss, x, y)
     got = sharpness(model, mean_loss, (x, y))
     assert got.converged and got.value == pytest.approx(top, rel=0.01)
