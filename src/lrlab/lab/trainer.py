@@ -42,7 +42,7 @@ A run whose train loss is still within 3% of ln(classes) with chance-level accur
 or more epochs, and never learned, is ``not-learning``. "Chance level" is ln(classes) and
 1/classes for the balanced image and tabular datasets; a sequence dataset has its own
 (``Dataset.chance_loss``/``chance_acc``: the unigram entropy of its training targets and
-the frequency of the commonest one, the accuracy bound then 1.1× that frequency), since a
+the frequency of the commonest one; the accuracy bound is 1.5× the chance accuracy), since a
 character model that only learned letter frequencies sits far below ln(vocabulary).
 ``update_ratio`` records ‖Δw‖/‖w‖ per parameter tensor at the last update of each epoch and
 warns when a step is half as large as the weights or more.
@@ -806,14 +806,12 @@ class _Trainer:
         return f"ln({self.data.num_classes}) = {math.log(self.data.num_classes):.4f}"
 
     def _stuck(self, row: dict[str, Any] | None) -> bool:
-        n_classes = self.data.num_classes
         if row is None or row["epoch"] < 1:
             return False
-        if self.data.chance_acc is not None:  # the commonest target, not 1/classes
-            return row["train_loss"] >= CHANCE * self.chance_loss and \
-                row["train_acc"] <= 1.1 * self.data.chance_acc
-        return row["train_loss"] >= CHANCE * math.log(n_classes) and \
-            row["train_acc"] <= 1.5 / n_classes
+        chance_acc = self.data.chance_acc if self.data.chance_acc is not None \
+            else 1.0 / self.data.num_classes
+        return row["train_loss"] >= CHANCE * self.chance_loss and \
+            row["train_acc"] <= 1.5 * chance_acc
 
     def _diagnose(self, row: dict[str, Any], health: Health) -> None:
         if not self.dist.is_main:
