@@ -462,6 +462,105 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from lrlab.lab.tune import METRICS, PRUNERS, SAMPLERS
+    from lrlab.lab.tune_presets import TUNE_PRESETS
+
+    p = sub.add_parser(
+        "tune", help="search LR, schedule and other settings with Optuna (validation split)",
+        description="Search any 'lrlab train' setting with Optuna: each trial is a run, its "
+        "objective the final validation accuracy (or loss); the test set is read only when "
+        "the winner and the default are retrained on --final-seeds fresh seeds at the end. "
+        "The study lives in OUT/study.db (run the same command again to continue it) or in "
+        "--storage, shared by every worker started with the same command. Presets: "
+        + ", ".join(TUNE_PRESETS) + ". Example: lrlab tune --dataset blobs --epochs 5 "
+        "--space 'lr=log(1e-3,1)' --space \"schedule=choice('cosine()','constant()')\" "
+        "--trials 10")
+    p.add_argument("file", nargs="?", metavar="FILE.toml",
+                   help="base settings at the top level, a [space] table, and optional "
+                   "trials, timeout, sampler, pruner, metric, final_seeds, balance, study, "
+                   "[default]")
+    p.add_argument("--preset", help="a tuning study: " + ", ".join(TUNE_PRESETS))
+    p.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                   help="a dimension: log(lo,hi), float(lo,hi), int(lo,hi) or choice(a,b,...); "
+                   "warmup=int(lo,hi)ep puts a warmup in front of the schedule (repeat)")
+    p.add_argument("--trials", type=_positive_int,
+                   help="finished trials the study should have, over all workers")
+    p.add_argument("--timeout", type=_finite_float, metavar="SECONDS",
+                   help="this worker takes no new trial after SECONDS")
+    p.add_argument("--sampler", choices=SAMPLERS, help="tpe (default), random or grid")
+    p.add_argument("--pruner", choices=PRUNERS,
+                   help="median (default; not before half the epochs), hyperband or none")
+    p.add_argument("--no-prune", action="store_true", help="same as --pruner none")
+    p.add_argument("--metric", choices=list(METRICS), help="objective on the validation "
+                   "split: val_acc (default, maximised) or val_loss (minimised)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage shared by the workers: "
+                   "sqlite:///PATH, postgresql://USER@HOST:PORT/DB, mysql://... or "
+                   "journal:PATH (default: OUT/study.db)")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the preset's, or "
+                   "'study')")
+    p.add_argument("--final-seeds", type=_non_negative_int, metavar="K",
+                   help="retrain the winner and the default on K fresh seeds and report "
+                   "test accuracy (default 3; 0 for extra workers)")
+    p.add_argument("--balance", metavar="KEY", help="give every value of this choice(...) "
+                   "key the same number of trials (equal budget per family)")
+    p.add_argument("--sampler-seed", type=int, default=0,
+                   help="seed of the sampler (a shared study adds each worker's pid)")
+    p.add_argument("--heartbeat", type=_positive_int, default=30, metavar="SECONDS",
+                   help="a running trial's liveness interval; a trial silent for 3x this is "
+                   "failed and retried (default 30)")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="worker processes for the final retraining")
+    p.add_argument("--list", action="store_true", help="list the tuning presets and exit")
+    add_train_flags(p)
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from lrlab.lab.config import TrainConfig
+    from lrlab.lab.tune import settings_from, tune
+
+    if args.list:
+        from lrlab.lab.tune_presets import TUNE_PRESETS
+
+        for p in TUNE_PRESETS.values():
+            print(f"{p.name:<12} {p.title} [{p.trials} trials]")
+        return 0
+    if "name" in vars(args):
+        raise LrlabError("--name does not apply to a study (trials are named after their "
+                         "numbers); use --out DIR or --study NAME")
+    if args.file and args.config:
+        raise LrlabError("give the TOML file once (FILE.toml or --config)")
+    if args.no_prune and args.pruner not in (None, "none"):
+        raise LrlabError(f"--no-prune contradicts --pruner {args.pruner}")
+    fields = set(TrainConfig.__dataclass_fields__) - {"out", "quiet", "name"}
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    if "lr_mult" in overrides:
+        overrides["lr_mult"] = dict(overrides["lr_mult"])
+    settings = settings_from(preset=args.preset, file=args.file or args.config,
+                             space=args.space or None, overrides=overrides, study=args.study,
+                             trials=args.trials, timeout=args.timeout, sampler=args.sampler,
+                             pruner="none" if args.no_prune else args.pruner,
+                             metric=args.metric, final_seeds=args.final_seeds,
+                             balance=args.balance, sampler_seed=args.sampler_seed)
+    result = tune(settings, out=getattr(args, "out", None), storage=args.storage,
+                  heartbeat=args.heartbeat, jobs=args.jobs,
+                  echo=not getattr(args, "quiet", False))
+    if result.interrupted:
+        print(f"lrlab tune: interrupted after {result.finished} finished trials; run the "
+              f"same command again to continue the study ({result.out})", file=sys.stderr)
+        return 130
+    if result.best is not None:
+        print(f"best: trial {result.best['number']}, {settings.metric} "
+              f"{result.best['value']:.4f} (validation)")
+        print(f"  {result.command}\n  settings: {result.out / 'best.toml'}")
+    else:
+        print("no trial completed without diverging: no best configuration")
+    if result.report is not None:
+        print(f"report: {result.report}\n        {result.report.with_suffix('.md')}")
+    return 0
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="(re)write the report of a comparison or of one run",
@@ -487,7 +586,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_schedule, _add_train,
                                                                    _add_find_lr, _add_compare,
-                                                                   _add_report]
+                                                                   _add_tune, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -506,6 +506,44 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise LrlabError(f"{path}: not a text file") from None
 
 
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise LrlabError(f"{where}: {value!r} cannot be written to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v, where)}"
+                               for k, v in value.items()) + "}"
+    raise LrlabError(f"{where}: {type(value).__name__} cannot be written to TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """TOML text for settings that :func:`load_toml` reads back equal: top-level values
+    (None left out) and lists of tables (``[[run]]``) given as lists of dicts."""
+    lines: list[str] = []
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            tables.append((key, value))
+            continue
+        lines.append(f"{key} = {_toml_value(value, key)}")
+    for key, rows in tables:
+        for row in rows:
+            lines += ["", f"[[{key}]]"]
+            lines += [f"{k} = {_toml_value(v, k)}" for k, v in row.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
 def config_of_run(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig stored in a run directory's ``config.json`` (for ``--resume DIR``)."""
     given = Path(run_dir)

@@ -107,9 +107,10 @@ def _field_name(key: str, what: str) -> str:
     return name
 
 
-def coerce_value(key: str, text: str) -> Any:
-    """Convert one --grid value to the type of TrainConfig field ``key``."""
-    name = _field_name(key, "--grid")
+def coerce_value(key: str, text: str, what: str = "--grid") -> Any:
+    """Convert one --grid value to the type of TrainConfig field ``key`` (``what`` names the
+    option in errors)."""
+    name = _field_name(key, what)
     kind = str(_FIELDS[name].type)
     low = text.strip().lower()
     if kind.endswith("None") and low in ("none", "null"):
@@ -131,7 +132,7 @@ def coerce_value(key: str, text: str) -> Any:
         if kind.startswith("float"):
             return float(text)
     except ValueError:
-        raise LrlabError(f"--grid {key}: cannot read {text!r} as {kind}") from None
+        raise LrlabError(f"{what} {key}: cannot read {text!r} as {kind}") from None
     return text.strip()
 
 

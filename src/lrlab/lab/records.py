@@ -4,8 +4,8 @@
 - ``metrics.jsonl``: one JSON object per epoch, appended and flushed (and fsynced).
 - ``checkpoint.pt``: model, optimizer, scheduler, RNG states, position; written to a temp
   file in the same directory and renamed, so a crash never leaves half a checkpoint.
-- ``summary.json``: status (running/ok/diverged/not-learning/interrupted/failed), best and
-  final test accuracy, time, throughput (atomically replaced).
+- ``summary.json``: status (running/ok/diverged/not-learning/pruned/interrupted/failed), best
+  and final test accuracy, time, throughput (atomically replaced).
 - ``events.jsonl``: diagnostics as they happen (divergence, not learning, warnings).
 
 Readers skip a torn last line of a JSONL file (a run killed mid-write) and refuse, with one
@@ -110,7 +110,7 @@ def check_metrics(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
 LOCK_NAME = ".lock"
 #: The statuses of a run that trained to its end (ok), or stopped for good.
-FINISHED = ("ok", "diverged", "not-learning")
+FINISHED = ("ok", "diverged", "not-learning", "pruned")
 
 
 class RunLock:

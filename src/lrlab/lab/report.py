@@ -65,7 +65,8 @@ from lrlab.lab.records import FINISHED, RunRecords
 __all__ = ["LabelStats", "Report", "load_runs", "label_stats", "build_report", "write_report",
            "summary_csv", "STATUSES"]
 
-STATUSES = ("ok", "diverged", "not-learning", "interrupted", "running", "failed", "missing")
+STATUSES = ("ok", "diverged", "not-learning", "pruned", "interrupted", "running", "failed",
+            "missing")
 
 
 # -- loading ------------------------------------------------------------------------------------

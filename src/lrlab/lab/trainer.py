@@ -59,6 +59,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,10 @@ class _Trainer:
     """One run: set-up, the loop, records. ``train()`` is the public entry point."""
 
     def __init__(self, config: TrainConfig, resume: bool, progress: bool | None,
-                 dist: DistContext, echo: bool, lock_wait: float = 0.0) -> None:
+                 dist: DistContext, echo: bool, lock_wait: float = 0.0,
+                 on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.config = config
+        self.on_epoch = on_epoch
         self.lock_wait = lock_wait
         self.made_dirs: list[Path] = []  # the run directory and any --out parents made here
         self.dist = dist
@@ -520,6 +523,7 @@ class _Trainer:
             else None
         bar = self._bar(start_epoch * self.updates_per_epoch + start_update)
         stop: dict[str, Any] = {}
+        pruned = False
         self._write_summary("running", rows, elapsed)
         with _StopFlag() as flag:
             for epoch in range(start_epoch, cfg.epochs):
@@ -554,10 +558,16 @@ class _Trainer:
                 if cfg.per == "epoch":
                     self.scheduler.step()
                 self._checkpoint(epoch + 1, 0, EpochSums(), health, elapsed)
+                if self.on_epoch is not None and epoch + 1 < cfg.epochs and \
+                        self.on_epoch(row):
+                    pruned = True
+                    break
         if bar is not None:
             bar.close()
         if stop:
             status = "diverged"
+        elif pruned:
+            status = "pruned"
         else:
             status = "not-learning" if not health.learned and self._stuck(
                 rows[-1] if rows else None) else "ok"
@@ -875,6 +885,9 @@ class _Trainer:
             "time_s": elapsed,
             "examples_per_s": sum(eps) / len(eps) if eps else None,
             "lr": self.lr,
+            "chance_loss": self.chance_loss,
+            "chance_acc": self.data.chance_acc if self.data.chance_acc is not None
+            else 1.0 / self.data.num_classes,
             "updates": self.scheduler.count if self.config.per == "step" else
             (last.get("step", 0)),
         }
@@ -916,10 +929,14 @@ class _Trainer:
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = None,
-          echo: bool = True, lock_wait: float = 0.0) -> RunResult:
+          echo: bool = True, lock_wait: float = 0.0,
+          on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> RunResult:
     """Run (or with ``resume=True`` continue) one training run and write its records.
 
-    Returns the run's path, status (ok / diverged / not-learning / interrupted) and summary.
+    Returns the run's path, status (ok / diverged / not-learning / pruned / interrupted) and
+    summary. ``on_epoch`` (the tuner's pruner) sees each epoch's metrics row after it is
+    recorded and checkpointed, except the last; returning True ends the run there with
+    status ``pruned``.
     A finished run asked to resume is returned as it is, without training again, unless
     ``config.epochs`` grew (see ``lrlab train --resume DIR --epochs N``).
 
@@ -932,7 +949,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool | None = 
     dist, device_name = init_distributed(config.device)
     if dist.enabled:
         config.device = device_name
-    trainer = _Trainer(config, resume, progress, dist, echo, lock_wait)
+    trainer = _Trainer(config, resume, progress, dist, echo, lock_wait, on_epoch)
     clean = False
     try:
         done = trainer.prepare()
