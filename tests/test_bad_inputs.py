@@ -90,6 +90,15 @@ def _metrics_row(d: Path, row: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+TUNE = [*BLOBS, "--space", "lr=log(1e-3, 1e-1)", "--trials", "1", "--final-seeds", "0"]
+
+
+def _corrupt_study(d: Path) -> None:
+    (d / "t").mkdir()
+    (d / "t" / "tune.json").write_text('{"tool": "lrlab tune"}')
+    (d / "t" / "study.db").write_bytes(b"not a database\n" * 64)
+
+
 def _crafted_idx(d: Path) -> None:
     from tests.idx_fixtures import write_mnist_dir
 
@@ -239,6 +248,27 @@ CASES = [
                                                "--optimizer", "sgd"], 2, "cannot change"),
     Case("resume fewer epochs than done", lambda d: ["train", "--resume", str(d / "run"),
                                                      "--epochs", "1"], 2, "already trained"),
+    # -- tune: spaces, storages and output directories -------------------------------------
+    Case("tune into a user's dir", lambda d: ["tune", *TUNE, "--out", str(d / "mine")], 2,
+         "did not write", setup=_write("mine/report.md", "my notes\n"),
+         check=lambda d: (d / "mine" / "report.md").read_text() == "my notes\n" and
+         not (d / "mine" / "study.db").exists()),
+    Case("tune onto a corrupt study.db", lambda d: ["tune", *TUNE, "--out", str(d / "t")], 2,
+         "cannot open the study storage", setup=_corrupt_study,
+         check=lambda d: (d / "t" / "study.db").read_bytes() == b"not a database\n" * 64),
+    Case("tune toml space of a number", lambda d: ["tune", str(d / "c.toml"), "--trials", "1",
+                                                   "--out", str(d / "t")], 2, "expected a "
+         "distribution", setup=_toml("[space]\nlr = 0.1")),
+    Case("tune toml unknown key", lambda d: ["tune", str(d / "c.toml"), "--out", str(d / "t")],
+         2, "unknown key", setup=_toml('trials = 2\n[space]\nlearning_rate = "log(1e-3, 1)"')),
+    Case("tune toml trials zero", lambda d: ["tune", str(d / "c.toml"), "--out", str(d / "t")],
+         2, "trials", setup=_toml('trials = 0\n[space]\nlr = "log(1e-3, 1)"')),
+    Case("tune toml timeout nan", lambda d: ["tune", str(d / "c.toml"), "--out",
+                                             str(d / "t")], 2, "timeout",
+         setup=_toml('timeout = nan\n[space]\nlr = "log(1e-3, 1)"')),
+    Case("tune storage of a directory", lambda d: ["tune", *TUNE, "--storage",
+                                                   f"journal:{d}", "--out", str(d / "t")],
+         2, "is a directory"),
 ]
 
 

@@ -46,6 +46,7 @@ from typing import Any
 
 from lrlab.errors import LrlabError
 from lrlab.lab.config import TrainConfig, config_from_dict, dump_toml, load_toml
+from lrlab.lab.records import write_json_atomic
 from lrlab.lab.search_space import SearchSpace, parse_space
 from lrlab.lab.study_storage import open_storage, quiet_optuna
 
@@ -463,11 +464,16 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
     if not echo:
         say = _silent
     out_dir = Path(out) if out is not None else Path("tune") / settings.study
+    _check_out(out_dir)
     quiet_optuna()
     store, label = open_storage(storage, out_dir, heartbeat)
     shared = storage is not None
     study = _open_study(settings, store, shared)
     out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / MARKER
+    if not marker.exists():
+        write_json_atomic(marker, {"tool": "lrlab tune", "study": settings.study,
+                                   "storage": label})
     result = TuneResult(out_dir, settings.study, label)
     again = _retry_interrupted(study)
     c = _counts(study)
@@ -506,6 +512,19 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
                 result.interrupted = True
     result.report = write_tune_report(study, settings, out_dir, label, result.final)
     return result
+
+
+#: the file that marks a directory as an ``lrlab tune`` output directory
+MARKER = "tune.json"
+
+
+def _check_out(out: Path) -> None:
+    """``out`` is new, empty, or ours (it has the marker): never write into a user's files."""
+    if out.exists() and not out.is_dir():
+        raise LrlabError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise LrlabError(f"--out {out} holds files lrlab tune did not write; give a new or "
+                         "empty directory")
 
 
 def _silent(_: str) -> None:
