@@ -142,7 +142,7 @@ def _make(spec, count, lrs=(0.2, 0.05)):
 @settings(max_examples=40, deadline=None)
 @given(count=st.integers(0, 300), spec=st.sampled_from([
     "warmup(10) >> cosine(end=0.1)", "warmup(1ep, start=0) >> linear()",
-    "restarts(cycles=3, mult=2, decay=0.5)", "wsd(decay=20%, shape=sqrt)",
+    "restarts(cycles=3, mult=2, decay=0.5)", "wsd(decay=20%, shape=1-sqrt)",
     "factor(0.5, every=1ep, floor=0.1)", "warmup(5%) >> multistep([2ep, 5ep], gamma=0.3)",
 ]))
 def test_resume_from_state_dict_at_any_count_reproduces_the_sequence(count, spec):

@@ -20,7 +20,7 @@ VALID = [
     "exp(0.9, steps=100) >> constant(0.3)",
     "restarts(cycles=3, mult=2, decay=0.5, end=0.01)",
     "restarts(period=10ep) * plateau(factor=0.5, patience=5)",
-    "warmup(500) >> wsd(decay=0.1, shape=sqrt) * plateau(mode=max)",
+    "warmup(500) >> wsd(decay=0.1, shape=1-sqrt) * plateau(mode=max)",
     "onecycle(pct=0.25, div=10)",
     "poly(power=2, end=0.1, steps=1000)",
     "cosine(end_lr=1e-05)",

@@ -117,12 +117,16 @@ class Whole(Number):
 
 
 class OneOf(Kind):
-    """One of a few words (``shape=exp``)."""
+    """One of a few words (``shape=exp``). ``aliases`` maps an older name to the canonical
+    one it is stored (and printed) as: ``OneOf("1-sqrt", aliases={"sqrt": "1-sqrt"})``."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, aliases: dict[str, str] | None = None) -> None:
         self.options = options
+        self.aliases = dict(aliases or {})
 
     def check(self, value: Any, where: str) -> str:
+        if isinstance(value, str) and value in self.aliases:
+            return self.aliases[value]
         if value not in self.options:
             raise ArgError(f"{where} must be one of {', '.join(self.options)}; got {value!r}")
         return str(value)

@@ -10,8 +10,9 @@ Grammar::
     scalar := NUMBER | DURATION
 
 NUMBER is ``[+-]digits[.digits][e[+-]digits]`` (ASCII digits only), DURATION a NUMBER
-followed directly by ``ep`` or ``%``. Every error is a SpecError whose ``pos`` is the
-0-based offset of the offending character; its message ends with ``at position N in
+followed directly by ``ep`` or ``%``. NAME is ``[A-Za-z_][A-Za-z0-9_]*`` or, for word values
+such as ``shape=1-sqrt``, digits, ``-`` and such a word. Every error is a SpecError whose
+``pos`` is the 0-based offset of the offending character; its message ends with ``at position N in
 'spec'``. Formatting is ``str(schedule)``; ``parse(str(s)) == s`` for every schedule.
 """
 
@@ -55,6 +56,8 @@ _CALLABLES: dict[str, type] = {**PHASES, "plateau": Plateau}
 
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A word that starts with a number and a dash, as a value: ``shape=1-sqrt``.
+_DASHED_WORD = re.compile(r"[0-9]+-[A-Za-z_][A-Za-z0-9_]*")
 _SPACE = " \t\r\n"
 _OPS = "()[],=*"
 
@@ -89,6 +92,11 @@ def _tokenize(spec: str) -> list[_Tok]:
         if c in _OPS:
             toks.append(_Tok("op", c, i, c))
             i += 1
+            continue
+        w = _DASHED_WORD.match(spec, i)
+        if w is not None:
+            toks.append(_Tok("name", w.group(), i, w.group()))
+            i = w.end()
             continue
         m = _NUMBER.match(spec, i)
         if m is not None:
