@@ -523,3 +523,21 @@ def test_torch_compile_does_not_recompile_on_lr_changes():
     assert our_lrs == pytest.approx(torch_lrs, rel=1e-6)
     assert [t for t in torch_compiles if t > 0] == []
     assert [t for t in our_compiles if t > 0] == []  # after warm-up (the first call)
+
+
+def test_plateau_per_group_min_lr_resumes_and_must_fit_the_groups():
+    spec = "constant() * plateau(factor=0.5, patience=0, min_lr=[1.0, 0.03])"
+    a = Scheduler(_opt((4.0, 0.1)), spec, total_steps=50)
+    for m in (5, 6, 7):  # three cuts: 4 -> 2 -> 1 (floor 1); 0.1 -> 0.05 -> 0.03 (floor)
+        a.report(m)
+    assert a.lr_at(0) == pytest.approx([1.0, 0.03])
+    assert a.plateau_state.factors == pytest.approx([0.25, 0.3])
+    b = Scheduler.from_state_dict(_opt((4.0, 0.1)), pickle.loads(pickle.dumps(a.state_dict())))
+    assert b.plateau_state.factors == a.plateau_state.factors
+    assert _run(b, 5, group=1) == _run(a, 5, group=1)
+    with pytest.raises(LrlabError, match="gives 2 min_lr values for 3 param groups"):
+        Scheduler(_opt((1.0, 1.0, 1.0)), spec, total_steps=50)
+    one = Scheduler(_opt((1.0, 1.0, 1.0)), "plateau(min_lr=0.5, patience=0)")
+    one.report(1)
+    one.report(2)
+    assert one.lr_at(0) == pytest.approx([0.5, 0.5, 0.5])

@@ -25,6 +25,8 @@ VALID = [
     "poly(power=2, end=0.1, steps=1000)",
     "cosine(end_lr=1e-05)",
     "plateau(cooldown=2, min=0.001)",
+    "plateau(threshold_mode=abs, min_lr=[0.001, 1e-05], eps=1e-08)",
+    "cosine() * plateau(min_lr=0.0001)",
 ]
 
 
@@ -116,6 +118,10 @@ def test_values_types():
         ("restarts(mult=2)", 0, "exactly one"),
         ("plateau(factor=1.5)", 15, "(0, 1)"),
         ("plateau(patience=2.5)", 17, "whole number"),
+        ("plateau(min_lr=[0.1, -2])", 21, ">= 0"),
+        ("plateau(min_lr=0.1, min=0.5)", 15, "not both"),
+        ("plateau(threshold_mode=ab)", 23, "rel, abs"),
+        ("plateau(eps=-1)", 12, ">= 0"),
         ("cosine(end=1,,)", 13, "expected a value"),
         ("cosine(=1)", 7, "expected a value"),
         ("5 >> cosine()", 0, "expected a phase"),

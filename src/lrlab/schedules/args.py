@@ -301,7 +301,7 @@ def format_value(value: Any) -> str:
     if is_real(value):
         return fmt_num(value)
     if isinstance(value, tuple):
-        return "[" + ", ".join(str(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 
 
