@@ -541,3 +541,35 @@ def test_plateau_per_group_min_lr_resumes_and_must_fit_the_groups():
     one.report(1)
     one.report(2)
     assert one.lr_at(0) == pytest.approx([0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("spec", [
+    "warmup(20) * exp(0.99) * plateau(factor=0.5, patience=1)",
+    "warmup(1ep) >> (cosine(clock=train) * restarts(period=25, decay=0.5)) * plateau(patience=0)",
+])
+@pytest.mark.parametrize("count", [0, 13, 150, 299])
+def test_a_product_with_a_plateau_resumes_mid_way_as_if_uninterrupted(spec, count):
+    metrics = [3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.5, 1.5, 1.4, 1.3]
+
+    def drive(s, start, stop, out):
+        for t in range(start, stop):
+            if t % 30 == 29:  # one report per "epoch" of 30 updates
+                s.report(metrics[t // 30])
+            out.append([float(g["lr"]) for g in s.optimizer.param_groups])
+            s.optimizer.step()
+            s.step()
+
+    full_lrs: list = []
+    drive(Scheduler(_opt((0.2, 0.05)), spec, total_steps=300, steps_per_epoch=30), 0, 300,
+          full_lrs)
+    first: list = []
+    a = Scheduler(_opt((0.2, 0.05)), spec, total_steps=300, steps_per_epoch=30)
+    drive(a, 0, count, first)
+    state = pickle.loads(pickle.dumps(a.state_dict()))
+    b = Scheduler.from_state_dict(_opt((0.2, 0.05)), state)
+    drive(b, count, 300, first)
+    assert first == full_lrs
+    assert b.plateau_state.factor < 1.0
+    # the product is the LR: peak * warmup * exp (first spec), checked at one update
+    if spec.startswith("warmup(20) * exp"):
+        assert full_lrs[10][0] == pytest.approx(0.2 * 11 / 20 * 0.99**10)

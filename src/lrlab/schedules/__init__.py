@@ -11,7 +11,8 @@ arguments are its dataclass fields, declared once (see ``args``).
 
 Modules, bottom up: ``units`` (Duration, Context, numbers), ``args`` (how an argument is
 declared, checked, printed and resolved), ``onplateau`` (Plateau, PlateauState),
-``schedule`` (Schedule, Chain: resolution and evaluation), ``base`` (Phase),
+``schedule`` (Schedule, Chain: resolution and evaluation), ``product`` (Product: ``a * b``),
+``base`` (Phase),
 ``warmups`` (warmup, untuned_warmup_steps), ``decays`` (constant, linear, cosine, poly,
 rsqrt, exp, factor, multistep, wsd, onecycle), ``warm_restarts`` (restarts),
 ``parser`` (parse, PHASES).
@@ -42,6 +43,7 @@ from lrlab.schedules.decays import (
 )
 from lrlab.schedules.onplateau import Plateau, PlateauState, plateau
 from lrlab.schedules.parser import PHASES, parse
+from lrlab.schedules.product import Product
 from lrlab.schedules.schedule import Chain, Schedule
 from lrlab.schedules.units import Context, Duration
 from lrlab.schedules.warm_restarts import Restarts, restarts
@@ -64,6 +66,7 @@ __all__ = [
     "Plateau",
     "PlateauState",
     "Poly",
+    "Product",
     "Restarts",
     "Rsqrt",
     "Schedule",

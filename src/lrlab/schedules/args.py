@@ -20,7 +20,7 @@ Everything else is derived from these fields:
 
 An argument accepts None exactly when None is its default; one without a default is
 required. Arguments are checked and written in the constructor's order, except that the
-inherited keyword ``steps=`` comes last.
+inherited keywords ``clock=`` and ``steps=`` come last.
 """
 
 from __future__ import annotations
@@ -192,6 +192,22 @@ class Length(Kind):
         return {name: Duration(n)}
 
 
+class Clock(Kind):
+    """Which clock a phase reads: ``phase`` (its own, from 0 at its first update; the
+    default), ``train`` (the training clock: ``t`` itself), or a whole number ``c >= 0`` of
+    updates its clock already reads at its first update (what ``train`` resolves to: the
+    phase's start). ``0`` is ``phase``."""
+
+    def check(self, value: Any, where: str) -> str | int:
+        if value in ("phase", "train"):
+            return str(value)
+        if not is_real(value):
+            raise ArgError(f"{where} must be phase, train or a whole number of updates, "
+                           f"got {value!r}")
+        c = Whole(AT_LEAST_0).check(value, where)
+        return "phase" if c == 0 else c
+
+
 class Milestones(Kind):
     """A non-empty list of increasing time points (durations, whole updates); resolving turns
     them into updates, which must still increase (``[10, 1ep]`` may not)."""
@@ -238,9 +254,11 @@ def arg(default: Any = MISSING, *, kind: Kind, lead: bool = False) -> Any:
 @functools.cache
 def args_of(cls: type) -> tuple[Field[Any], ...]:
     """The argument fields of ``cls`` in canonical order: positional ones, then keywords,
-    ``steps=`` last."""
+    ``clock=`` and ``steps=`` last."""
     fields = [f for f in dataclasses.fields(cls) if "arg" in f.metadata]
-    return tuple(sorted(fields, key=lambda f: (bool(f.kw_only), f.kw_only and f.name == "steps")))
+    last = {"clock": 1, "steps": 2}
+    return tuple(sorted(fields, key=lambda f: (bool(f.kw_only),
+                                               last.get(f.name, 0) if f.kw_only else 0)))
 
 
 def positional_names(cls: type) -> list[str]:

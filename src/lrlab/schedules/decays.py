@@ -57,6 +57,7 @@ from lrlab.schedules.args import (
     OPEN_UNIT,
     POSITIVE,
     AbsoluteLR,
+    ArgError,
     Length,
     Milestones,
     Number,
@@ -239,7 +240,12 @@ class Onecycle(Phase):
     div: float = arg(25.0, kind=Number(POSITIVE))
     final_div: float = arg(1e4, kind=Number(POSITIVE))
 
-    def _resolved(self, ctx: Context, T: int | None) -> tuple[Phase, ...]:
+    def _check(self) -> None:
+        if self.clock != "phase":
+            raise ArgError("onecycle() has no clock=; write warmup(...) >> cosine(clock=train) "
+                           "for a cosine on the training clock", "clock")
+
+    def _resolved(self, ctx: Context, T: int | None, start: int = 0) -> tuple[Phase, ...]:
         assert T is not None  # needs_length: resolution guarantees a length
         T1 = round_half_up(self.pct * T)
         if not 1 <= T1 < T:
