@@ -466,7 +466,8 @@ def test_constructors_mirror_spec_names():
         (lambda: factor(0.5, every=[1]), "factor(): every must be a duration like 500"),
         (lambda: restarts(cycles=2, period=3), "exactly one of cycles= or period="),
         (lambda: restarts(cycles=1.5), "restarts(): cycles must be a whole number, got 1.5"),
-        (lambda: wsd(1.5), "wsd(): decay must be a whole number of updates, got 1.5"),
+        (lambda: wsd(1.5), "wsd(): decay must be a fraction in (0, 1) or a whole number of "
+                           "updates, got 1.5"),
         (lambda: wsd(shape="exp"), "wsd(): shape must be one of linear, cosine, 1-sqrt"),
         (lambda: onecycle(pct=1), "onecycle(): pct must be in (0, 1), got 1"),
         (lambda: plateau(factor=2), "plateau(): factor must be in (0, 1), got 2"),

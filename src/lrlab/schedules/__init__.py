@@ -15,10 +15,12 @@ declared, checked, printed and resolved), ``onplateau`` (Plateau, PlateauState),
 ``base`` (Phase),
 ``warmups`` (warmup, untuned_warmup_steps), ``decays`` (constant, linear, cosine, poly,
 rsqrt, exp, factor, multistep, wsd, onecycle), ``warm_restarts`` (restarts),
+``cyclical`` (cyclic),
 ``parser`` (parse, PHASES).
 """
 
 from lrlab.schedules.base import Phase
+from lrlab.schedules.cyclical import Cyclic, cyclic
 from lrlab.schedules.decays import (
     Constant,
     Cosine,
@@ -56,6 +58,7 @@ __all__ = [
     "Constant",
     "Context",
     "Cosine",
+    "Cyclic",
     "Duration",
     "Exp",
     "Factor",
@@ -74,6 +77,7 @@ __all__ = [
     "Wsd",
     "constant",
     "cosine",
+    "cyclic",
     "exp",
     "factor",
     "linear",

@@ -171,6 +171,9 @@ class Length(Kind):
             return "auto"
         if self.fraction and is_real(value) and 0 < value < 1:
             return float(value)
+        if self.fraction and is_real(value) and value > 1 and not float(value).is_integer():
+            raise ArgError(f"{where} must be a fraction in (0, 1) or a whole number of "
+                           f"updates, got {fmt_num(float(value))}")
         if isinstance(value, (list, tuple)):
             raise ArgError(f"{where} must be a duration like 500, 5ep or 10%, got a list")
         d = Duration.of(value)

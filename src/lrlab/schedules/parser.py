@@ -32,6 +32,7 @@ from typing import Any
 
 from lrlab.errors import SpecError
 from lrlab.schedules.args import ArgError, args_of, positional_names, required_names
+from lrlab.schedules.cyclical import Cyclic
 from lrlab.schedules.decays import (
     Constant,
     Cosine,
@@ -56,7 +57,7 @@ PHASES: dict[str, type] = {
     c.name: c
     for c in (
         Constant, Warmup, Linear, Cosine, Poly, Rsqrt, Exp, Factor, Multistep, Restarts, Wsd,
-        Onecycle,
+        Onecycle, Cyclic,
     )
 }
 _CALLABLES: dict[str, type] = {**PHASES, "plateau": Plateau}
