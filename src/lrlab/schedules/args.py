@@ -195,6 +195,27 @@ class Length(Kind):
         return {name: Duration(n)}
 
 
+class Numbers(Kind):
+    """A non-empty list of numbers in ``interval``, stored as a tuple of floats."""
+
+    def __init__(self, interval: Range = Range()) -> None:
+        self.one = Number(interval)
+
+    def check(self, value: Any, where: str) -> tuple[float, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ArgError(f"{where} must be a list like [1, 0.5], got {value!r}")
+        if len(value) == 0:
+            raise ArgError(f"{where} must not be empty")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.one.check(v, where))
+            except ArgError as e:
+                e.index = i
+                raise
+        return tuple(out)
+
+
 class Clock(Kind):
     """Which clock a phase reads: ``phase`` (its own, from 0 at its first update; the
     default), ``train`` (the training clock: ``t`` itself), or a whole number ``c >= 0`` of
