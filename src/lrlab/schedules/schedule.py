@@ -11,7 +11,8 @@ Resolution (:meth:`Schedule.resolve`) walks the phases once, left to right:
 - a phase with a length (``steps=``, or warmup's own length) takes that many updates;
 - the last phase without a length runs to the end of training, ``total_steps - start``;
   when ``total_steps`` is unknown it stays open-ended, which only phases that do not need
-  their length may do (constant, exp, rsqrt, factor, multistep, restarts(period=));
+  their length may do (constant, exp, rsqrt, factor, multistep, restarts(period=),
+  cyclic);
 - a phase without a length that is not last is an error (where would the next start?);
 - lengths must be positive and must fit in training when ``total_steps`` is known;
 - every duration becomes a whole number of updates and every absolute LR (``end_lr=``,
