@@ -120,3 +120,33 @@ def test_length_errors_name_the_unit_the_schedule_steps_in():
     assert r.returncode == 2 and "longer than training (3 epochs)" in r.stderr
     r = lrlab("schedule", "warmup(5)", "--steps", "3")
     assert r.returncode == 2 and "longer than training (3 updates)" in r.stderr
+
+
+def test_new_constructs_print_through_the_cli(capsys):
+    """Products, the training clock, cyclic and SGDR with warmup: the CLI prints their LRs."""
+    assert main(["schedule", "warmup(3) >> cosine() * exp(0.9)", "--steps", "8", "--lr", "2",
+                 "--format", "json"]) == 0
+    s = json.loads(capsys.readouterr().out)["schedules"][0]
+    assert s["boundaries"] == [3] and s["phases"] == ["warmup", "cosine*exp"]
+    want = [2 * (u + 1) / 3 for u in range(3)] + [
+        2 * (1 + math.cos(math.pi * u / 5)) / 2 * 0.9**u for u in range(5)]
+    assert s["lr"] == pytest.approx(want, rel=1e-12)
+    for spec, first in [("cyclic(10, low=0.2, mode=triangular2)", 0.2),
+                        ("warmup(4, start=0) >> cosine(clock=train)", 0.0),
+                        ("restarts(period=10, peaks=[1, 0.5], warmup=2, start=0)", 0.0),
+                        ("wsd(shape=sqrt)", 1.0)]:
+        assert main(["schedule", spec, "--steps", "20", "--format", "csv"]) == 0, spec
+        rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+        assert float(rows[1][1]) == pytest.approx(first) and len(rows) == 21
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("cyclic(10, up=1.5)", "position 14"),
+    ("cosine() * plateau() * plateau()", "only one plateau"),
+    ("(warmup(5) >> cosine()", "never closed"),
+    ("cyclic(-5)", ">= 0"),
+])
+def test_new_constructs_refuse_bad_specs_in_one_line(spec, needle, capsys):
+    assert main(["schedule", spec, "--steps", "20"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err

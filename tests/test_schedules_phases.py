@@ -225,7 +225,7 @@ def test_restarts_extreme_mult_stays_finite():
     assert all(math.isfinite(v) and v >= 0 for v in s.values(50, start=10**15))
 
 
-@pytest.mark.parametrize("shape", ["linear", "cosine", "sqrt"])
+@pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt", "sqrt"])
 @pytest.mark.parametrize("T,D,end", [(20, 5, 0.0), (10, 10, 0.1), (9, 1, 0.0)])
 def test_wsd(shape, T, D, end):
     def decay(x):
@@ -445,7 +445,7 @@ def test_constructors_mirror_spec_names():
     assert factor(0.5, every=2) == parse("factor(0.5, every=2)")
     assert multistep(["15ep", "30ep"], gamma=0.5) == parse("multistep([15ep, 30ep], gamma=0.5)")
     assert restarts(cycles=3, mult=2) == parse("restarts(cycles=3, mult=2)")
-    assert wsd("10%", shape="sqrt") == parse("wsd(10%, shape=sqrt)")
+    assert wsd("10%", shape="1-sqrt") == parse("wsd(10%, shape=1-sqrt)")
     import lrlab.schedules as S
 
     for name, cls in PHASES.items():  # the constructor of each spec name is its class
@@ -466,11 +466,18 @@ def test_constructors_mirror_spec_names():
         (lambda: factor(0.5, every=[1]), "factor(): every must be a duration like 500"),
         (lambda: restarts(cycles=2, period=3), "exactly one of cycles= or period="),
         (lambda: restarts(cycles=1.5), "restarts(): cycles must be a whole number, got 1.5"),
-        (lambda: wsd(1.5), "wsd(): decay must be a whole number of updates, got 1.5"),
-        (lambda: wsd(shape="exp"), "wsd(): shape must be one of linear, cosine, sqrt"),
+        (lambda: wsd(1.5), "wsd(): decay must be a fraction in (0, 1) or a whole number of "
+                           "updates, got 1.5"),
+        (lambda: wsd(shape="exp"), "wsd(): shape must be one of linear, cosine, 1-sqrt"),
         (lambda: onecycle(pct=1), "onecycle(): pct must be in (0, 1), got 1"),
         (lambda: plateau(factor=2), "plateau(): factor must be in (0, 1), got 2"),
         (lambda: plateau(min=1.5), "plateau(): min must be in [0, 1], got 1.5"),
+        (lambda: plateau(min=0.1, min_lr=1e-4), "give min= (a multiplier) or min_lr="),
+        (lambda: plateau(min_lr=-1e-4), "plateau(): min_lr must be >= 0"),
+        (lambda: plateau(min_lr=[]), "plateau(): min_lr must not be an empty list"),
+        (lambda: plateau(min_lr=[0.1, "x"]), "plateau(): min_lr must be a number"),
+        (lambda: plateau(eps=-1), "plateau(): eps must be >= 0"),
+        (lambda: plateau(threshold_mode="absolute"), "threshold_mode must be one of rel, abs"),
         (lambda: constant(None), "constant(): v must not be None"),
         (lambda: warmup(5, start=0.1, start_lr=0.01), "give start= or start_lr=, not both"),
     ],
@@ -540,3 +547,15 @@ def test_evaluated_schedule_pickles():
     want = s.values(25)
     t = pickle.loads(pickle.dumps(s))
     assert t == s and t.values(25) == want and [t(i) for i in range(25)] == want
+
+
+def test_wsd_1_sqrt_is_hageles_cooldown_and_sqrt_is_its_old_name():
+    # Hägele et al. 2024: the "1-sqrt" cooldown is 1 - sqrt(x), x the fraction of it done
+    s = wsd(10, shape="1-sqrt", steps=20)
+    assert s.values(20)[10:] == pytest.approx([1 - math.sqrt(v / 10) for v in range(10)])
+    old = parse("wsd(10, shape=sqrt, steps=20)")
+    assert old == s and str(old) == "wsd(decay=10, shape=1-sqrt, steps=20)"
+    assert parse(str(old)) == old
+    for bad in ("wsd(shape=1-sqrtx2)", "wsd(shape=2-sqrt)", "wsd(shape=1 - sqrt)"):
+        with pytest.raises(SpecError):
+            parse(bad)

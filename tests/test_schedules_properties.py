@@ -66,7 +66,7 @@ def phase(draw, kind: str, T: int, with_steps: bool = True):
             decay = draw(st.floats(max(0.05, 1.0 / T), 0.95))
         else:
             decay = draw(st.integers(1, T))
-        shape = draw(st.sampled_from(["linear", "cosine", "sqrt"]))
+        shape = draw(st.sampled_from(["linear", "cosine", "1-sqrt"]))
         return wsd(decay, shape=shape, end=draw(unit), steps=steps)
     if kind == "onecycle":
         return onecycle(pct=draw(st.floats(0.2, 0.8)), div=draw(st.floats(1.0, 100.0)),

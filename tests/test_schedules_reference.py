@@ -173,7 +173,7 @@ def phase(draw) -> dict:
                  end=draw(st.floats(0.0, 0.2)))
     elif kind == "wsd":
         p.update(decay=draw(st.integers(1, T)), shape=draw(st.sampled_from(["linear", "cosine",
-                                                                             "sqrt"])),
+                                                                             "1-sqrt"])),
                  end=draw(unit))
     else:
         p.update(pct=draw(st.floats(0.3, 0.7)), div=draw(st.floats(1.0, 50.0)),

@@ -196,6 +196,105 @@ def test_plateau_matches_torch_random(metrics, factor, patience, cooldown, thres
     assert our_plateau(metrics, p) == pytest.approx(torch_plateau(metrics, p), rel=1e-12)
 
 
+# -- plateau parity: threshold_mode, eps, per-group min_lr --------------------------------
+
+PEAKS = (0.5, 0.02)
+
+
+def torch_plateau_groups(metrics, p: Plateau, peaks=PEAKS, **kw) -> list[list[float]]:
+    """Each group's LR after each metric, with torch's ReduceLROnPlateau on groups at ``peaks``."""
+    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr}
+                           for lr in peaks])
+    min_lr = p.min_lr if p.min_lr is not None else [p.min * lr for lr in peaks]
+    s = sched.ReduceLROnPlateau(
+        opt, mode=p.mode, factor=p.factor, patience=p.patience, threshold=p.threshold,
+        threshold_mode=p.threshold_mode, cooldown=p.cooldown,
+        min_lr=list(min_lr) if isinstance(min_lr, tuple) else min_lr, eps=p.eps, **kw,
+    )
+    out = []
+    for m in metrics:
+        s.step(m)
+        out.append([g["lr"] for g in opt.param_groups])
+    return out
+
+
+def our_plateau_groups(metrics, p: Plateau, peaks=PEAKS) -> list[list[float]]:
+    state = PlateauState(p, peaks=peaks)
+    out = []
+    for m in metrics:
+        state.report(m)
+        out.append([peak * f for peak, f in zip(peaks, state.factors)])
+    return out
+
+
+PARITY = [
+    Plateau(threshold_mode="abs", threshold=0.05, patience=1),
+    Plateau(threshold_mode="abs", threshold=0.5, patience=0, mode="max"),
+    Plateau(threshold_mode="abs", threshold=0.0, patience=1, cooldown=2, factor=0.5),
+    Plateau(patience=0, factor=0.5, min_lr=0.01),  # group 1 (peak 0.02) stops at once
+    Plateau(patience=0, factor=0.5, min_lr=(0.1, 0.001), mode="max", threshold=0.01),
+    Plateau(patience=0, factor=0.5, eps=0.004),  # group 1 stops when a cut is <= 0.004
+    Plateau(patience=1, factor=0.3, eps=1e-8, min_lr=(0.0, 0.005), cooldown=1,
+            threshold_mode="abs", threshold=1e-3),
+]
+
+
+@pytest.mark.parametrize("metrics", FIXED)
+@pytest.mark.parametrize("p", PARITY, ids=str)
+def test_plateau_parity_with_torch(metrics, p):
+    got, want = our_plateau_groups(metrics, p), torch_plateau_groups(metrics, p)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    metrics=st.lists(
+        st.one_of(st.floats(-5, 5, allow_nan=False), st.just(math.nan), st.sampled_from([1, 2])),
+        max_size=40,
+    ),
+    factor=st.floats(0.05, 0.95),
+    patience=st.integers(0, 3),
+    cooldown=st.integers(0, 2),
+    threshold=st.sampled_from([0.0, 1e-4, 0.05, 0.5]),
+    threshold_mode=st.sampled_from(["rel", "abs"]),
+    mode=st.sampled_from(["min", "max"]),
+    # eps values stay clear of the LR cuts' exact sizes (no tie for rounding to decide)
+    eps=st.sampled_from([0.0, 1e-8, 3.3e-3, 0.0123]),
+    min_lr=st.one_of(st.none(), st.sampled_from([0.0, 0.0077]),
+                     st.tuples(st.sampled_from([0.0, 0.033]), st.sampled_from([0.0, 0.0011]))),
+)
+def test_plateau_parity_with_torch_random(metrics, factor, patience, cooldown, threshold,
+                                          threshold_mode, mode, eps, min_lr):
+    p = Plateau(factor=factor, patience=patience, cooldown=cooldown, threshold=threshold,
+                threshold_mode=threshold_mode, mode=mode, eps=eps, min_lr=min_lr)
+    got, want = our_plateau_groups(metrics, p), torch_plateau_groups(metrics, p)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12, abs=1e-15)
+
+
+def test_plateau_parity_through_the_scheduler():
+    """lrlab.Scheduler with 'plateau(...)' against torch's class on the same two groups."""
+    from lrlab.scheduler import Scheduler
+
+    spec = "plateau(factor=0.5, patience=1, threshold_mode=abs, threshold=0.01, " \
+           "min_lr=[0.1, 0.006], eps=1e-08)"
+    p = parse(spec).plateau
+    assert parse(str(parse(spec))) == parse(spec) and p.min_lr == (0.1, 0.006)
+    metrics = [3, 2.995, 2.99, 2.9, 2.9, 2.9, 2.9, 2.9, 2.9, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr}
+                           for lr in PEAKS])
+    ours_ = Scheduler(opt, spec, total_steps=100)
+    got = []
+    for m in metrics:
+        ours_.report(m)
+        got.append([g["lr"] for g in opt.param_groups])
+    want = torch_plateau_groups(metrics, p)
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, rel=1e-12)
+    assert got[-1][0] != got[-1][1] * PEAKS[0] / PEAKS[1]  # the floors parted the groups
+
+
 def test_plateau_state_dict_roundtrip():
     p = Plateau(patience=1, cooldown=1, factor=0.5)
     a = PlateauState(p)

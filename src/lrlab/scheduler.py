@@ -232,13 +232,13 @@ def _read_state(state: Any, groups: int) -> _SavedState:
                              "plateau(...)")
         if not isinstance(plateau_sd, Mapping):
             raise LrlabError(f"{bad}: plateau must be a dict, got {type(plateau_sd).__name__}")
-        plateau = PlateauState(schedule.plateau)
+        plateau = _plateau_state(schedule.plateau, base_lrs)
         plateau.load_state_dict(dict(plateau_sd))  # LrlabError on a bad one; a fresh object
         if plateau.num_bad < 0 or plateau.cooldown_counter < 0 or plateau.reports < 0 \
-                or not 0.0 <= plateau.factor <= 1.0:
+                or not all(0.0 <= f <= 1.0 for f in plateau.factors):
             raise LrlabError(f"{bad}: plateau state out of range: {dict(plateau_sd)!r}"[:200])
     elif schedule.plateau is not None:
-        plateau = PlateauState(schedule.plateau)
+        plateau = _plateau_state(schedule.plateau, base_lrs)
     saved = _SavedState(schedule, per, *lengths, None if beta2 is None else float(beta2),
                         int(last_epoch), int(step_count), [float(p) for p in base_lrs], plateau)
     try:
@@ -248,21 +248,28 @@ def _read_state(state: Any, groups: int) -> _SavedState:
     return saved
 
 
-def _carry_plateau(saved: PlateauState | None, new: Plateau | None,
+def _plateau_state(plateau: Plateau, peaks: Any) -> PlateauState:
+    """A fresh plateau state for groups with these peak LRs; LrlabError when ``min_lr=``
+    does not fit the groups."""
+    return PlateauState(plateau, peaks=tuple(float(p) for p in peaks))
+
+
+def _carry_plateau(saved: PlateauState | None, new: Plateau | None, peaks: list[float],
                    notes: list[str]) -> PlateauState | None:
     """The plateau state to continue with when the spec may have changed."""
     if new is None:
-        if saved is not None and saved.factor != 1.0:
-            notes.append(f"the saved plateau factor {saved.factor:g} is dropped")
+        if saved is not None and not all(f == 1.0 for f in saved.factors):
+            notes.append(f"the saved plateau factors {saved.factors} are dropped")
         return None
-    state = PlateauState(new)
+    state = _plateau_state(new, peaks)
     if saved is None:
         return state
     if saved.plateau.mode != new.mode:
         notes.append(f"the plateau mode changed ({saved.plateau.mode} -> {new.mode}), so it "
                      "starts afresh")
         return state
-    state.factor = max(saved.factor, new.min)
+    state.factors = [max(f, floor / peak if peak > 0 else 0.0)
+                     for f, floor, peak in zip(saved.factors, new.floors(state.peaks), peaks)]
     state.best, state.num_bad, state.reports = saved.best, saved.num_bad, saved.reports
     state.cooldown_counter = min(saved.cooldown_counter, new.cooldown)
     return state
@@ -328,9 +335,10 @@ class Scheduler(LRScheduler):
         self.epochs = _positive_int("epochs", epochs)
         self._length = _training_length(per, self.total_steps, self.steps_per_epoch, self.epochs)
         self.beta2 = beta2 if beta2 is not None else optimizer_beta2(optimizer)
-        plateau = self.schedule.plateau
-        self.plateau_state = PlateauState(plateau) if plateau is not None else None
         self._bind_peaks(optimizer)
+        plateau = self.schedule.plateau
+        self.plateau_state = _plateau_state(plateau, self._peaks) if plateau is not None \
+            else None
         self._notice: str | None = None
         self._watch = self._report_deadline()
         self._make_step_eager(optimizer)
@@ -429,7 +437,7 @@ class Scheduler(LRScheduler):
         """The multiplier of ``group``'s peak for update (or epoch) ``t``, plateau included."""
         m = self._resolved[self._peaks[group]](t)
         if self.plateau_state is not None:
-            m *= self.plateau_state.factor
+            m *= self.plateau_state.factors[group]
         return m
 
     def bound(self, group: int = 0) -> Schedule:
@@ -452,16 +460,16 @@ class Scheduler(LRScheduler):
         """Set every group's LR for the current count (the hot path: kept lean)."""
         t = self.last_epoch if self.last_epoch > 0 else 0
         shared = self._shared
-        if shared is None:
+        plateau = self.plateau_state
+        if shared is None or (plateau is not None and not plateau.uniform):
             lrs = self.lr_at(t)
             for lr in lrs:
                 if not lr < _INF:
                     self._refuse_nonfinite(t, lrs)
         else:
             m = shared(t)
-            plateau = self.plateau_state
             if plateau is not None:
-                m *= plateau.factor
+                m *= plateau.factors[0]
             peaks = self._peaks
             if len(peaks) == 1:  # the common case, without the loop
                 lr = peaks[0] * m
@@ -657,7 +665,7 @@ class Scheduler(LRScheduler):
         if str(saved.schedule) == spec:
             plateau = saved.plateau
         else:
-            plateau = _carry_plateau(saved.plateau, self.schedule.plateau, notes)
+            plateau = _carry_plateau(saved.plateau, self.schedule.plateau, self._peaks, notes)
         # -- assign (nothing above changed this Scheduler) --
         for group, peak in zip(self.optimizer.param_groups, self._peaks):
             _set_initial_lr(group, peak)

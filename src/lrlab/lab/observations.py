@@ -177,7 +177,7 @@ def warmup_length(config: dict[str, Any] | None) -> tuple[int, str] | None:
     if bound is None or bound[0].phase_at(0) != "warmup":
         return None
     ends = bound[0].boundaries()
-    n = ends[0] if ends else bound[0].phases[0].T
+    n = ends[0] if ends else bound[0].phases[0].span
     if not n:
         return None
     unit = "epoch" if (config or {}).get("per") == "epoch" else "update"

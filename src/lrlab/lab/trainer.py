@@ -425,7 +425,7 @@ class _Trainer:
         bound = self.scheduler.bound()
         if bound.phase_at(0) != "warmup":
             return None
-        length = bound.phases[0].T  # the resolved warmup's own length
+        length = bound.phases[0].span  # the resolved warmup's own length
         unit = "epochs" if self.config.per == "epoch" else "updates"
         return f"{length} {unit}"
 

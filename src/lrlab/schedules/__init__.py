@@ -11,13 +11,16 @@ arguments are its dataclass fields, declared once (see ``args``).
 
 Modules, bottom up: ``units`` (Duration, Context, numbers), ``args`` (how an argument is
 declared, checked, printed and resolved), ``onplateau`` (Plateau, PlateauState),
-``schedule`` (Schedule, Chain: resolution and evaluation), ``base`` (Phase),
+``schedule`` (Schedule, Chain: resolution and evaluation), ``product`` (Product: ``a * b``),
+``base`` (Phase),
 ``warmups`` (warmup, untuned_warmup_steps), ``decays`` (constant, linear, cosine, poly,
 rsqrt, exp, factor, multistep, wsd, onecycle), ``warm_restarts`` (restarts),
+``cyclical`` (cyclic),
 ``parser`` (parse, PHASES).
 """
 
 from lrlab.schedules.base import Phase
+from lrlab.schedules.cyclical import Cyclic, cyclic
 from lrlab.schedules.decays import (
     Constant,
     Cosine,
@@ -42,6 +45,7 @@ from lrlab.schedules.decays import (
 )
 from lrlab.schedules.onplateau import Plateau, PlateauState, plateau
 from lrlab.schedules.parser import PHASES, parse
+from lrlab.schedules.product import Product
 from lrlab.schedules.schedule import Chain, Schedule
 from lrlab.schedules.units import Context, Duration
 from lrlab.schedules.warm_restarts import Restarts, restarts
@@ -54,6 +58,7 @@ __all__ = [
     "Constant",
     "Context",
     "Cosine",
+    "Cyclic",
     "Duration",
     "Exp",
     "Factor",
@@ -64,6 +69,7 @@ __all__ = [
     "Plateau",
     "PlateauState",
     "Poly",
+    "Product",
     "Restarts",
     "Rsqrt",
     "Schedule",
@@ -71,6 +77,7 @@ __all__ = [
     "Wsd",
     "constant",
     "cosine",
+    "cyclic",
     "exp",
     "factor",
     "linear",

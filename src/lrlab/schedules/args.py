@@ -20,7 +20,7 @@ Everything else is derived from these fields:
 
 An argument accepts None exactly when None is its default; one without a default is
 required. Arguments are checked and written in the constructor's order, except that the
-inherited keyword ``steps=`` comes last.
+inherited keywords ``clock=`` and ``steps=`` come last.
 """
 
 from __future__ import annotations
@@ -117,12 +117,16 @@ class Whole(Number):
 
 
 class OneOf(Kind):
-    """One of a few words (``shape=exp``)."""
+    """One of a few words (``shape=exp``). ``aliases`` maps an older name to the canonical
+    one it is stored (and printed) as: ``OneOf("1-sqrt", aliases={"sqrt": "1-sqrt"})``."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, aliases: dict[str, str] | None = None) -> None:
         self.options = options
+        self.aliases = dict(aliases or {})
 
     def check(self, value: Any, where: str) -> str:
+        if isinstance(value, str) and value in self.aliases:
+            return self.aliases[value]
         if value not in self.options:
             raise ArgError(f"{where} must be one of {', '.join(self.options)}; got {value!r}")
         return str(value)
@@ -167,6 +171,9 @@ class Length(Kind):
             return "auto"
         if self.fraction and is_real(value) and 0 < value < 1:
             return float(value)
+        if self.fraction and is_real(value) and value > 1 and not float(value).is_integer():
+            raise ArgError(f"{where} must be a fraction in (0, 1) or a whole number of "
+                           f"updates, got {fmt_num(float(value))}")
         if isinstance(value, (list, tuple)):
             raise ArgError(f"{where} must be a duration like 500, 5ep or 10%, got a list")
         d = Duration.of(value)
@@ -186,6 +193,43 @@ class Length(Kind):
         if n <= 0:
             raise SpecError(f"{name}={d} rounds to {n} updates; it must be at least 1")
         return {name: Duration(n)}
+
+
+class Numbers(Kind):
+    """A non-empty list of numbers in ``interval``, stored as a tuple of floats."""
+
+    def __init__(self, interval: Range = Range()) -> None:
+        self.one = Number(interval)
+
+    def check(self, value: Any, where: str) -> tuple[float, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ArgError(f"{where} must be a list like [1, 0.5], got {value!r}")
+        if len(value) == 0:
+            raise ArgError(f"{where} must not be empty")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.one.check(v, where))
+            except ArgError as e:
+                e.index = i
+                raise
+        return tuple(out)
+
+
+class Clock(Kind):
+    """Which clock a phase reads: ``phase`` (its own, from 0 at its first update; the
+    default), ``train`` (the training clock: ``t`` itself), or a whole number ``c >= 0`` of
+    updates its clock already reads at its first update (what ``train`` resolves to: the
+    phase's start). ``0`` is ``phase``."""
+
+    def check(self, value: Any, where: str) -> str | int:
+        if value in ("phase", "train"):
+            return str(value)
+        if not is_real(value):
+            raise ArgError(f"{where} must be phase, train or a whole number of updates, "
+                           f"got {value!r}")
+        c = Whole(AT_LEAST_0).check(value, where)
+        return "phase" if c == 0 else c
 
 
 class Milestones(Kind):
@@ -234,9 +278,11 @@ def arg(default: Any = MISSING, *, kind: Kind, lead: bool = False) -> Any:
 @functools.cache
 def args_of(cls: type) -> tuple[Field[Any], ...]:
     """The argument fields of ``cls`` in canonical order: positional ones, then keywords,
-    ``steps=`` last."""
+    ``clock=`` and ``steps=`` last."""
     fields = [f for f in dataclasses.fields(cls) if "arg" in f.metadata]
-    return tuple(sorted(fields, key=lambda f: (bool(f.kw_only), f.kw_only and f.name == "steps")))
+    last = {"clock": 1, "steps": 2}
+    return tuple(sorted(fields, key=lambda f: (bool(f.kw_only),
+                                               last.get(f.name, 0) if f.kw_only else 0)))
 
 
 def positional_names(cls: type) -> list[str]:
@@ -297,7 +343,7 @@ def format_value(value: Any) -> str:
     if is_real(value):
         return fmt_num(value)
     if isinstance(value, tuple):
-        return "[" + ", ".join(str(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 
 

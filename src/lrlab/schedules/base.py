@@ -1,4 +1,4 @@
-"""The base of every phase: arguments, length, resolution, evaluation.
+"""The base of every phase: arguments, length, clock, resolution, evaluation.
 
 A phase is a frozen dataclass whose fields are its arguments (declared with
 :func:`~lrlab.schedules.args.arg`), a spec ``name`` and a formula ``_value(u)`` of its local
@@ -6,6 +6,20 @@ time ``u``. The formula is only asked for ``0 <= u < T`` on a *resolved* phase, 
 duration is a whole number of updates (``Duration(n)``) and every absolute LR has become a
 multiplier; from ``u = T`` on the schedule holds the phase at ``_end()``, the formula at
 ``u = T`` unless the phase says otherwise (warmup ends at 1).
+
+Every phase takes two keywords besides its own arguments:
+
+- ``steps=``: how many updates it lasts (its *span*); none: to the end of training.
+- ``clock=``: the clock its formula reads. ``phase`` (default): its own, 0 at its first
+  update. ``train``: the training clock, as if the phase had started at update 0 and had
+  been hidden until now; its formula then runs from 0 to where the phase ends. So in
+  ``warmup(W) >> cosine(clock=train)`` over N updates the cosine has length N and is at
+  ``cos(pi t/N)`` at update ``t >= W`` (timm's ``warmup_prefix=False``), where
+  ``cosine()`` would have length N-W and start again at 1. Inside a product the training
+  clock is still the training's. Resolving writes ``clock=train`` as ``clock=c``, the
+  update the phase starts at (an explicit ``clock=c`` means the phase's clock reads ``c``
+  at its first update): a phase with ``clock=c, steps=S`` evaluates its formula, of
+  length ``T = c + S``, at ``u = c .. c+S-1``.
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ import math
 from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any, ClassVar
 
-from lrlab.schedules.args import Length, arg, check_args, format_call, resolve_args
+from lrlab.schedules.args import Clock, Length, arg, check_args, format_call, resolve_args
 from lrlab.schedules.schedule import Schedule
 from lrlab.schedules.units import Context, Duration, DurationLike
 
@@ -39,6 +53,7 @@ class Phase(Schedule):
 
     _: KW_ONLY
     steps: DurationLike | None = arg(None, kind=Length())
+    clock: str | int = arg("phase", kind=Clock())
 
     def __post_init__(self) -> None:
         check_args(self)
@@ -67,16 +82,31 @@ class Phase(Schedule):
         """Fields to replace in the resolved copy (besides ``steps``)."""
         return resolve_args(self, ctx)
 
-    def _resolved(self, ctx: Context, T: int | None) -> tuple[Phase, ...]:
-        """The resolved phase(s) for length ``T`` (onecycle expands into two)."""
+    def _resolved(self, ctx: Context, T: int | None, start: int = 0) -> tuple[Phase, ...]:
+        """The resolved phase(s) for span ``T``, starting at update ``start`` of training
+        (onecycle expands into two)."""
+        c = start if self.clock == "train" else self.offset
         steps = None if T is None else Duration(T)
-        return (replace(self, steps=steps, **self._resolve_args(ctx, T)),)
+        length = None if T is None else T + c
+        return (replace(self, steps=steps, clock=c or "phase",
+                        **self._resolve_args(ctx, length)),)
 
     # -- evaluation (resolved phases only) ---------------------------------------------
+    @property
+    def offset(self) -> int:
+        """What the clock of a resolved phase reads at its first update (0: its own)."""
+        return self.clock if isinstance(self.clock, int) else 0
+
+    @functools.cached_property
+    def span(self) -> int | None:
+        """How many updates a resolved phase lasts (None: open-ended)."""
+        return None if self.steps is None else int(self.steps.value)
+
     @functools.cached_property
     def T(self) -> int | None:
-        """The length of a resolved phase in units of ``t`` (None: open-ended)."""
-        return None if self.steps is None else int(self.steps.value)
+        """The length of a resolved phase's formula in units of ``t``: its span, plus its
+        clock offset (None: open-ended)."""
+        return None if self.steps is None else int(self.steps.value) + self.offset
 
     def _value(self, u: int) -> float:
         """The multiplier at local time ``0 <= u < T``."""

@@ -19,12 +19,17 @@ After its length T a phase holds its value at u=T (the decays: ``end``). ``end_l
 (``x_lr / peak_lr``). Multistep milestones and factor's ``every`` are local times of the
 phase and may be durations (``multistep([30ep, 60ep])``).
 
-``wsd(decay=20%, shape=linear|cosine|sqrt, end=0)`` -- warmup-stable-decay's stable and
+``wsd(decay=20%, shape=linear|cosine|1-sqrt, end=0)`` -- warmup-stable-decay's stable and
 decay parts (Hägele et al. 2024): 1 for the first ``T - D`` updates of the phase, then,
 with ``v`` the time into the decay (v = 0 at its first update) and ``x = v/D``::
 
     linear: 1 + (end-1) x      cosine: end + (1-end)(1 + cos(pi x))/2
-    sqrt:   end + (1-end)(1 - sqrt(x))          ("1-sqrt" cooldown)
+    1-sqrt: end + (1-end)(1 - sqrt(x))
+
+``1-sqrt`` is the cooldown Hägele et al. (2024, "Scaling Laws and Compute-Optimal Training
+Beyond Fixed Training Durations") found better than linear. It was first spelled
+``shape=sqrt``, which could be read as ``sqrt(1-x)`` (a different, convex-then-steep curve);
+``sqrt`` is still accepted, as the same ``1-sqrt`` curve, and is written ``1-sqrt``.
 
 ``decay`` is a duration (``20%`` is 20% of all updates in training, like every ``%``;
 ``300``, ``2ep``) or a plain fraction ``0 < f < 1`` meaning that fraction of the wsd phase
@@ -52,6 +57,7 @@ from lrlab.schedules.args import (
     OPEN_UNIT,
     POSITIVE,
     AbsoluteLR,
+    ArgError,
     Length,
     Milestones,
     Number,
@@ -185,8 +191,10 @@ class Multistep(Phase):
 _COOLDOWNS = {
     "linear": lambda x, end: 1.0 + (end - 1.0) * x,
     "cosine": lambda x, end: end + (1.0 - end) * (1.0 + math.cos(math.pi * x)) / 2.0,
-    "sqrt": lambda x, end: end + (1.0 - end) * (1.0 - math.sqrt(x)),
+    "1-sqrt": lambda x, end: end + (1.0 - end) * (1.0 - math.sqrt(x)),
 }
+#: Older names of wsd's shapes, accepted and written in their canonical form.
+_COOLDOWN_ALIASES = {"sqrt": "1-sqrt"}
 
 
 @dataclass(frozen=True, repr=False)
@@ -197,7 +205,7 @@ class Wsd(Phase):
 
     decay: DurationLike = arg(Duration(20, "%"), kind=Length(fraction=True))
     _: KW_ONLY
-    shape: str = arg("linear", kind=OneOf(*_COOLDOWNS))
+    shape: str = arg("linear", kind=OneOf(*_COOLDOWNS, aliases=_COOLDOWN_ALIASES))
     end: float = arg(0.0, kind=Number(AT_LEAST_0))
     end_lr: float | None = arg(None, kind=AbsoluteLR("end"))
 
@@ -232,7 +240,12 @@ class Onecycle(Phase):
     div: float = arg(25.0, kind=Number(POSITIVE))
     final_div: float = arg(1e4, kind=Number(POSITIVE))
 
-    def _resolved(self, ctx: Context, T: int | None) -> tuple[Phase, ...]:
+    def _check(self) -> None:
+        if self.clock != "phase":
+            raise ArgError("onecycle() has no clock=; write warmup(...) >> cosine(clock=train) "
+                           "for a cosine on the training clock", "clock")
+
+    def _resolved(self, ctx: Context, T: int | None, start: int = 0) -> tuple[Phase, ...]:
         assert T is not None  # needs_length: resolution guarantees a length
         T1 = round_half_up(self.pct * T)
         if not 1 <= T1 < T:

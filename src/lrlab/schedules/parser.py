@@ -2,16 +2,23 @@
 
 Grammar::
 
-    spec   := chain ('*' call)? END          the call after '*' must be plateau(...)
-    chain  := call ('>>' call)*              plateau(...) alone means constant() * plateau(...)
-    call   := NAME '(' [arg (',' arg)* [',']] ')'
+    spec    := chain END                     plateau(...) alone means constant() * plateau(...)
+    chain   := product ('>>' product)*       phases one after another
+    product := factor ('*' factor)*          multipliers multiplied at the same update
+    factor  := call | '(' chain ')'
+    call    := NAME '(' [arg (',' arg)* [',']] ')'
     arg    := NAME '=' value | value         positional arguments come first
     value  := NUMBER | DURATION | NAME | '[' [scalar (',' scalar)* [',']] ']'
     scalar := NUMBER | DURATION
 
+``*`` binds tighter than ``>>``, as in Python (``a >> b * c`` is ``a >> (b * c)``), so a
+spec reads like the Python expression that builds it. ``plateau(...)`` may be a factor of
+any product but multiplies the whole schedule (one per schedule; written last).
+
 NUMBER is ``[+-]digits[.digits][e[+-]digits]`` (ASCII digits only), DURATION a NUMBER
-followed directly by ``ep`` or ``%``. Every error is a SpecError whose ``pos`` is the
-0-based offset of the offending character; its message ends with ``at position N in
+followed directly by ``ep`` or ``%``. NAME is ``[A-Za-z_][A-Za-z0-9_]*`` or, for word values
+such as ``shape=1-sqrt``, digits, ``-`` and such a word. Every error is a SpecError whose
+``pos`` is the 0-based offset of the offending character; its message ends with ``at position N in
 'spec'``. Formatting is ``str(schedule)``; ``parse(str(s)) == s`` for every schedule.
 """
 
@@ -25,6 +32,7 @@ from typing import Any
 
 from lrlab.errors import SpecError
 from lrlab.schedules.args import ArgError, args_of, positional_names, required_names
+from lrlab.schedules.cyclical import Cyclic
 from lrlab.schedules.decays import (
     Constant,
     Cosine,
@@ -38,6 +46,7 @@ from lrlab.schedules.decays import (
     Wsd,
 )
 from lrlab.schedules.onplateau import Plateau
+from lrlab.schedules.product import Product  # noqa: F401 -- plugs ``a * b`` into Schedule
 from lrlab.schedules.schedule import Chain, Schedule
 from lrlab.schedules.units import Duration, number_from_text
 from lrlab.schedules.warm_restarts import Restarts
@@ -48,14 +57,18 @@ PHASES: dict[str, type] = {
     c.name: c
     for c in (
         Constant, Warmup, Linear, Cosine, Poly, Rsqrt, Exp, Factor, Multistep, Restarts, Wsd,
-        Onecycle,
+        Onecycle, Cyclic,
     )
 }
 _CALLABLES: dict[str, type] = {**PHASES, "plateau": Plateau}
 
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A word that starts with a number and a dash, as a value: ``shape=1-sqrt``.
+_DASHED_WORD = re.compile(r"[0-9]+-[A-Za-z_][A-Za-z0-9_]*")
 _SPACE = " \t\r\n"
+#: How deep parentheses may nest (a bound on the parser's recursion).
+_MAX_DEPTH = 32
 _OPS = "()[],=*"
 
 
@@ -89,6 +102,11 @@ def _tokenize(spec: str) -> list[_Tok]:
         if c in _OPS:
             toks.append(_Tok("op", c, i, c))
             i += 1
+            continue
+        w = _DASHED_WORD.match(spec, i)
+        if w is not None:
+            toks.append(_Tok("name", w.group(), i, w.group()))
+            i = w.end()
             continue
         m = _NUMBER.match(spec, i)
         if m is not None:
@@ -151,42 +169,86 @@ class _Parser:
     def is_op(self, tok: _Tok, op: str) -> bool:
         return tok.kind == "op" and tok.value == op
 
-    # -- spec := chain ('*' call)? ------------------------------------------------------
+    # -- spec := chain END ----------------------------------------------------------------
     def parse_spec(self) -> Schedule:
         if self.peek().kind == "end":
             raise self.error("empty spec", 0)
-        items = [self.call()]
+        self.depth = 0
+        self.plateaus: list[int] = []  # where each plateau(...) is written
+        obj = self.chain()
+        self.expect_end()
+        return Chain((Constant(),), obj) if isinstance(obj, Plateau) else obj
+
+    # -- chain := product ('>>' product)* ------------------------------------------------
+    def chain(self) -> Schedule | Plateau:
+        items = [(self.peek(), self.product())]
         while self.is_op(self.peek(), ">>"):
             self.next()
-            items.append(self.call())
-        plateau = None
-        if self.is_op(self.peek(), "*"):
-            self.next()
-            tok, obj = self.call()
-            if not isinstance(obj, Plateau):
-                raise self.error("only plateau(...) can follow '*'", tok.pos)
-            plateau = obj
+            items.append((self.peek(), self.product()))
+        if len(items) == 1:
+            return items[0][1]
         for tok, obj in items:
             if isinstance(obj, Plateau):
-                if len(items) > 1 or plateau is not None:
-                    raise self.error(
-                        "plateau(...) joins a schedule as 'SPEC * plateau(...)', not with '>>'",
-                        tok.pos,
-                    )
-                self.expect_end()
-                return Chain((Constant(),), obj)
-        self.expect_end()
-        phases = tuple(obj for _, obj in items)
-        if len(phases) == 1 and plateau is None:
-            return phases[0]
-        return Chain(phases, plateau)
+                raise self.error(
+                    "plateau(...) joins a schedule as 'SPEC * plateau(...)', not with '>>'",
+                    tok.pos,
+                )
+        result = items[0][1]
+        for tok, obj in items[1:]:
+            try:
+                result = result >> obj
+            except SpecError as e:
+                raise self.error(e.args[0], self.culprit(e, tok.pos)) from None
+        return result
+
+    def culprit(self, e: SpecError, pos: int) -> int:
+        """Where to point for an error of ``>>`` or ``*``: a second plateau(...) is the one
+        to blame for "only one plateau"; anything else, ``pos``."""
+        if "only one plateau" in e.args[0] and len(self.plateaus) > 1:
+            return self.plateaus[1]
+        return pos
+
+    # -- product := factor ('*' factor)* -------------------------------------------------
+    def product(self) -> Schedule | Plateau:
+        result = self.factor()
+        while self.is_op(self.peek(), "*"):
+            op = self.next()
+            other = self.factor()
+            if isinstance(result, Plateau) and isinstance(other, Plateau):
+                raise self.error("a schedule can have only one plateau(...)", self.plateaus[1])
+            if isinstance(result, Plateau):
+                result, other = other, result  # the plateau multiplies the whole schedule
+            try:
+                result = result * other
+            except SpecError as e:
+                raise self.error(e.args[0], self.culprit(e, op.pos)) from None
+        return result
+
+    # -- factor := call | '(' chain ')' --------------------------------------------------
+    def factor(self) -> Schedule | Plateau:
+        lp = self.peek()
+        if not self.is_op(lp, "("):
+            tok, obj = self.call()
+            if isinstance(obj, Plateau):
+                self.plateaus.append(tok.pos)
+            return obj
+        self.next()
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self.error(f"parentheses nested more than {_MAX_DEPTH} deep", lp.pos)
+        inner = self.chain()
+        self.depth -= 1
+        rp = self.next()
+        if rp.kind == "end":
+            raise self.error("unbalanced parentheses: '(' is never closed", rp.pos)
+        if not self.is_op(rp, ")"):
+            raise self.error(f"expected ')', '>>' or '*', got {rp.text!r}", rp.pos)
+        return inner
 
     def expect_end(self) -> None:
         tok = self.peek()
         if tok.kind == "end":
             return
-        if self.is_op(tok, "*"):
-            raise self.error("only one '* plateau(...)' may follow the schedule", tok.pos)
         if self.is_op(tok, ")"):
             raise self.error("unbalanced parentheses: ')' without a matching '('", tok.pos)
         raise self.error(f"unexpected {tok.text!r} after the end of the schedule "

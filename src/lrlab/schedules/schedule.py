@@ -1,14 +1,18 @@
 """What every schedule can do (:class:`Schedule`) and phases run one after another (:class:`Chain`).
 
 A schedule is a tuple of phases plus an optional :class:`Plateau`. Phase ``i`` starts
-where phase ``i-1`` ends and sees local time ``u = t - start``.
+where phase ``i-1`` ends and sees local time ``u = t - start`` (unless it reads the
+training clock, ``clock=train``: see :mod:`lrlab.schedules.base`). An element of the tuple
+may also be a product ``a * b`` of schedules (:mod:`lrlab.schedules.product`), which takes
+the place of one phase.
 
 Resolution (:meth:`Schedule.resolve`) walks the phases once, left to right:
 
 - a phase with a length (``steps=``, or warmup's own length) takes that many updates;
 - the last phase without a length runs to the end of training, ``total_steps - start``;
   when ``total_steps`` is unknown it stays open-ended, which only phases that do not need
-  their length may do (constant, exp, rsqrt, factor, multistep, restarts(period=));
+  their length may do (constant, exp, rsqrt, factor, multistep, restarts(period=),
+  cyclic);
 - a phase without a length that is not last is an error (where would the next start?);
 - lengths must be positive and must fit in training when ``total_steps`` is known;
 - every duration becomes a whole number of updates and every absolute LR (``end_lr=``,
@@ -51,6 +55,8 @@ class Schedule:
     #: imported (importing any part of ``lrlab.schedules`` imports it) instead of this module
     #: importing the parser.
     _parse_spec: ClassVar[Callable[[str], Schedule]]
+    #: ``a * b`` of two schedules, plugged in by :mod:`lrlab.schedules.product` the same way.
+    _multiply: ClassVar[Callable[[Schedule, Schedule], Schedule]]
 
     @property
     def has_plateau(self) -> bool:
@@ -184,12 +190,26 @@ class Schedule:
             return self._parse_spec(other) >> self
         return NotImplemented
 
-    def __mul__(self, other: Plateau) -> Schedule:
-        if not isinstance(other, Plateau):
-            return NotImplemented
-        if self.plateau is not None:
-            raise SpecError("a schedule can have only one plateau(...)")
-        return Chain(self.phases, other)
+    def __mul__(self, other: Schedule | Plateau | str) -> Schedule:
+        """``s * plateau(...)``: the metric-driven factor (one per schedule, wherever it is
+        written: it multiplies the whole schedule); ``a * b``: the product of two schedules
+        at the same update (see :mod:`lrlab.schedules.product`)."""
+        if isinstance(other, str):
+            other = self._parse_spec(other)
+        if isinstance(other, Plateau):
+            if self.plateau is not None:
+                raise SpecError("a schedule can have only one plateau(...)")
+            return Chain(self.phases, other)
+        if isinstance(other, Schedule):
+            return self._multiply(self, other)
+        return NotImplemented
+
+    def __rmul__(self, other: Plateau | str) -> Schedule:
+        if isinstance(other, str):
+            return self._parse_spec(other) * self
+        if isinstance(other, Plateau):
+            return self * other
+        return NotImplemented
 
     def __repr__(self) -> str:
         return f"parse({str(self)!r})"
@@ -265,7 +285,16 @@ def _check_index(t: Any, what: str) -> int:
     return int(t)
 
 
-def _resolve_phases(phases: tuple[Any, ...], ctx: Context) -> tuple[Any, ...]:
+_TRAINING = object()
+
+
+def _resolve_phases(phases: tuple[Any, ...], ctx: Context, origin: int = 0,
+                    span: Any = _TRAINING) -> tuple[Any, ...]:
+    """Resolve phases laid end to end from update ``origin`` of training, within ``span``
+    updates (the rest of training by default; a product's length for its factors, None:
+    open-ended)."""
+    total = ctx.total_steps if span is _TRAINING else span
+    within = "training" if span is _TRAINING else "the product"
     out: list[Any] = []
     start = 0
     for i, p in enumerate(phases):
@@ -274,12 +303,12 @@ def _resolve_phases(phases: tuple[Any, ...], ctx: Context) -> tuple[Any, ...]:
         except SpecError as e:
             raise SpecError(f"{e}, in {p}") from None
         if T is None:
-            T = _open_length(p, start, ctx.total_steps, last=i == len(phases) - 1,
-                             unit=_unit(ctx))
+            T = _open_length(p, start, total, last=i == len(phases) - 1,
+                             unit=_unit(ctx), within=within)
         else:
-            _check_fits(p, T, start, ctx.total_steps, _unit(ctx))
+            _check_fits(p, T, start, total, _unit(ctx), within=within)
         try:
-            out.extend(p._resolved(ctx, T))
+            out.extend(p._resolved(ctx, T, origin + start))
         except SpecError as e:
             raise SpecError(f"{e}, in {p}") from None
         if T is not None:
@@ -294,14 +323,15 @@ def _unit(ctx: Context) -> str:
 
 
 def _open_length(p: Any, start: int, total: int | None, last: bool,
-                 unit: str = "update") -> int | None:
+                 unit: str = "update", within: str = "training") -> int | None:
     """Length of a phase without one: to the end of training, or open-ended (None)."""
     if not last:
         raise SpecError(f"{p} is followed by another phase, so it needs a length (steps=)")
     if total is not None:
         if total - start <= 0:
             raise SpecError(
-                f"{p} would start at {unit} {start}, after the end of training ({total} {unit}s)"
+                f"{p} would start at {unit} {start}, after the end of {within} "
+                f"({total} {unit}s)"
             )
         return total - start
     if p.needs_length:
@@ -312,40 +342,58 @@ def _open_length(p: Any, start: int, total: int | None, last: bool,
     return None
 
 
-def _check_fits(p: Any, T: int, start: int, total: int | None, unit: str = "update") -> None:
+def _check_fits(p: Any, T: int, start: int, total: int | None, unit: str = "update",
+                within: str = "training") -> None:
     """A phase's own length must be positive and end within training."""
     label = str(p) if getattr(p, "steps", None) == Duration(T) else f"{p} ({T} {unit}s)"
     if T <= 0:
         raise SpecError(f"{label}: a phase length must be positive")
     if total is not None and start + T > total:
         if start == 0:
-            raise SpecError(f"{label} is longer than training ({total} {unit}s)")
+            raise SpecError(f"{label} is longer than {within} ({total} {unit}s)")
         raise SpecError(
-            f"{label} ends at {unit} {start + T}, after the end of training ({total} {unit}s)"
+            f"{label} ends at {unit} {start + T}, after the end of {within} "
+            f"({total} {unit}s)"
         )
 
 
 class _Plan:
     """Resolved phases laid end to end for evaluation: ``segments[i]`` starts at update
-    ``starts[i]``. The segments are the phases, plus a :class:`_Hold` of the last phase's end
-    value after it when that phase has a length; so ``_value(u)`` of a phase is only ever
-    asked for ``0 <= u < T``."""
+    ``starts[i]``. The segments are the phases (a phase on another clock behind a
+    :class:`_Shift`), plus a :class:`_Hold` of the last phase's end value after it when that
+    phase has a length; so ``_value(u)`` of a phase is only ever asked for ``0 <= u < T``."""
 
     __slots__ = ("phases", "segments", "starts")
 
     def __init__(self, phases: tuple[Any, ...]) -> None:
         self.phases = phases
-        self.segments: list[Any] = list(phases)
+        self.segments: list[Any] = [
+            _Shift(p) if getattr(p, "offset", 0) else p for p in phases]
         self.starts: list[int] = []
         s = 0
         for p in phases:
             self.starts.append(s)
-            if p.T is not None:
-                s += p.T
+            if p.span is not None:
+                s += p.span
         last = phases[-1]
-        if last.T is not None:
+        if last.span is not None:
             self.starts.append(s)
             self.segments.append(_Hold(last._end(), last.name))
+
+
+class _Shift:
+    """A phase whose clock reads ``offset`` at its first update: its formula at ``u + offset``."""
+
+    def __init__(self, phase: Any) -> None:
+        self.phase = phase
+        self.offset = phase.offset
+        self.name = phase.name
+
+    def _value(self, u: int) -> float:
+        return self.phase._value(u + self.offset)
+
+    def _values(self, u0: int, n: int) -> list[float]:
+        return self.phase._values(u0 + self.offset, n)
 
 
 class _Hold:
