@@ -315,3 +315,40 @@ def test_group_runs_by_shared_data_model_batch_and_length():
         group_runs(configs, "on")
     groups, alone, _ = group_runs(configs[:5], "on")
     assert groups == [[0, 1, 4], [2], [3]] and alone == []
+
+
+# -- lrlab compare --------------------------------------------------------------------------
+def test_compare_vectorize_on_refuses_incompatible_runs_in_one_line(tmp_path, capsys):
+    from lrlab.cli import main
+
+    out = tmp_path / "o"
+    assert main(["compare", "--grid", "optimizer=sgd,nsgd", "--dataset", "blobs", "--epochs",
+                 "1", "--vectorize", "on", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "optimizer=nsgd-s0 cannot be vectorised (optimizer nsgd)" in err[0]
+    assert not out.exists()
+
+
+def test_compare_auto_and_off_give_the_same_runs(tmp_path, capsys):
+    from lrlab.cli import main
+
+    common = ["--grid", "optimizer=sgd,adamw", "--grid", "lr=0.05,1e6", "--dataset",
+              "classification", "--limit", "512", "--batch-size", "32", "--epochs", "2",
+              "--seeds", "0,1", "--jobs", "2"]
+    assert main(["compare", *common, "--out", str(tmp_path / "vec")]) == 0
+    text = capsys.readouterr().out
+    assert "vectorised: 8 of 8 runs in 1 stack" in text
+    assert main(["compare", *common, "--vectorize", "off", "--out", str(tmp_path / "proc")]) == 0
+    assert "vectorised:" not in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "proc" / "runs").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "vec" / "runs").iterdir())
+    assert len(names) == 8
+    for name in names:
+        a = json.loads((tmp_path / "vec" / "runs" / name / "summary.json").read_text())
+        b = json.loads((tmp_path / "proc" / "runs" / name / "summary.json").read_text())
+        assert a["status"] == b["status"], name
+        if a["status"] == "diverged":
+            assert a["diverged_at"]["update"] == b["diverged_at"]["update"]
+        else:
+            for key in ("final_test_acc", "final_val_acc", "final_train_loss"):
+                assert abs(a[key] - b[key]) <= 1e-3, (name, key)
