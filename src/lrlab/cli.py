@@ -408,6 +408,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every run, e.g. 0,1,2")
     p.add_argument("--jobs", type=_positive_int, default=1,
                    help="parallel worker processes (they share the cores)")
+    p.add_argument("--vectorize", choices=("auto", "on", "off"), default="auto",
+                   help="train runs that share data, model, batch size and epochs together "
+                   "as one stack of parameters in one process (auto: where they can, the "
+                   "rest in their own processes; on: refuse runs that cannot; off: every run "
+                   "in its own process)")
     p.add_argument("--nproc-per-run", type=_positive_int, default=1, metavar="N",
                    help="launch each run under torchrun with N data-parallel ranks")
     p.add_argument("--trace", metavar="LABEL",
@@ -449,7 +454,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                      seeds=seeds, epochs=getattr(args, "epochs", None), overrides=overrides,
                      out=getattr(args, "out", None), jobs=args.jobs,
                      nproc_per_run=args.nproc_per_run, force=args.force, trace=args.trace,
-                     echo=not getattr(args, "quiet", False))
+                     echo=not getattr(args, "quiet", False), vectorize=args.vectorize)
     if result.interrupted:
         print(f"lrlab compare: interrupted; run the same command again to resume "
               f"({result.plan.out})", file=sys.stderr)

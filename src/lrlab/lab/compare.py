@@ -41,10 +41,13 @@ def compare(*, preset: str | None = None, file: str | Path | None = None,
             overrides: Mapping[str, Any] | None = None, out: str | Path | None = None,
             jobs: int = 1, nproc_per_run: int = 1, force: bool = False,
             trace: str | None = None, echo: bool = True,
-            write: Callable[[str], None] | None = None) -> ComparisonResult:
+            write: Callable[[str], None] | None = None,
+            vectorize: str = "auto") -> ComparisonResult:
     """Plan (``plan_comparison``), run (``run_comparison``) and report (``write_report``).
 
     ``grid`` is a mapping ``{field: [values]}`` or ``--grid`` strings (``"lr=0.1,0.01"``).
+    ``vectorize`` (``auto``/``on``/``off``): train compatible runs together as one stack
+    (see ``runner.run_comparison`` and ``lrlab.lab.vectorised``).
     Ctrl-C or SIGTERM stops the workers (they checkpoint) and returns a result with
     ``interrupted=True``: the same call again resumes. Raises LrlabError for a bad plan,
     an ``--out`` that is not ours, or an unknown ``trace`` label.
@@ -52,6 +55,8 @@ def compare(*, preset: str | None = None, file: str | Path | None = None,
     say = write or print
     if grid is not None and not isinstance(grid, Mapping):
         grid = parse_grid(list(grid))
+    if vectorize not in ("auto", "on", "off"):
+        raise LrlabError(f"--vectorize: expected auto, on or off, got {vectorize!r}")
     plan = plan_comparison(preset=preset, file=file, grid=grid, seeds=seeds, epochs=epochs,
                            overrides=overrides, out=out)
     if trace and all(trace not in (d["label"], r.name) for d in plan.labels
@@ -67,7 +72,8 @@ def compare(*, preset: str | None = None, file: str | Path | None = None,
     try:
         with sigterm_as_interrupt():
             result.outcomes = run_comparison(plan, jobs, echo=echo, write=write,
-                                             nproc_per_run=nproc_per_run, force=force)
+                                             nproc_per_run=nproc_per_run, force=force,
+                                             vectorize=vectorize)
     except KeyboardInterrupt:
         result.interrupted = True
         return result

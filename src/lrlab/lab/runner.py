@@ -42,7 +42,8 @@ from lrlab.lab.plan import (
 )
 from lrlab.lab.records import FINISHED, RunRecords, read_json, write_json_atomic
 
-__all__ = ["RunOutcome", "run_comparison", "check_comparison_dir", "worker_main", "Terminated",
+__all__ = ["RunOutcome", "run_comparison", "check_comparison_dir", "worker_main",
+           "group_worker_main", "Terminated",
            "sigterm_as_interrupt", "LOCK_WAIT_S"]
 
 
@@ -117,6 +118,9 @@ class _Worker:
                                      stdin=subprocess.DEVNULL, env=env,
                                      preexec_fn=_die_with_parent(os.getpid()))
 
+    def outcomes(self) -> list[RunOutcome]:
+        return [self.outcome()]
+
     def outcome(self) -> RunOutcome:
         self.log.close()
         run = self.run
@@ -136,6 +140,57 @@ class _Worker:
         return RunOutcome(run.name, run.label, "failed", {},
                           f"worker {why} (see logs/{run.name}.log)", resumed=self.resumed,
                           seconds=seconds)
+
+
+class _GroupWorker:
+    """Runs that share one stack (``lrlab.lab.vectorised``) in one ``python -c`` process;
+    one result per run comes back in one JSON file."""
+
+    def __init__(self, runs: list[PlannedRun], out: Path, threads: int,
+                 resumed: list[bool]) -> None:
+        self.runs, self.resumed = runs, resumed
+        logs = out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        stem = f"vectorised-{runs[0].name}"
+        self.log_name = f"logs/{stem}.log"
+        self.job = logs / f"{stem}.job.json"
+        self.result = logs / f"{stem}.result.json"
+        self.result.unlink(missing_ok=True)
+        write_json_atomic(self.job, {"configs": [r.config.to_dict() for r in runs],
+                                     "result": str(self.result)})
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.log = (logs / f"{stem}.log").open("a")
+        self.started = time.perf_counter()
+        cmd = [sys.executable, "-c", "import sys; from lrlab.lab.runner import "
+               "group_worker_main; sys.exit(group_worker_main(sys.argv[1]))", str(self.job)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=_die_with_parent(os.getpid()))
+
+    def outcomes(self) -> list[RunOutcome]:
+        self.log.close()
+        seconds = time.perf_counter() - self.started
+        data: dict[str, Any] = {}
+        if self.result.exists():
+            try:
+                data = read_json(self.result)
+            except LrlabError:
+                data = {}
+        got = data.get("runs") or {}
+        code = self.proc.returncode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else \
+            f"exited with code {code}"
+        out = []
+        for run, resumed in zip(self.runs, self.resumed):
+            r = got.get(run.name) or {}
+            if r.get("status"):
+                out.append(RunOutcome(run.name, run.label, r["status"], r.get("summary") or {},
+                                      r.get("error"), resumed=resumed, seconds=seconds))
+            else:
+                out.append(RunOutcome(run.name, run.label, "failed", {},
+                                      data.get("error") or f"vectorised worker {why} (see "
+                                      f"{self.log_name})", resumed=resumed, seconds=seconds))
+        return out
 
 
 def _die_with_parent(parent: int) -> Callable[[], None] | None:
@@ -186,6 +241,41 @@ def worker_main(job_path: str) -> int:
         payload = {"status": "failed", "summary": {}, "error": message}
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports for the run
         write_json_atomic(result_path, payload)
+    return 0
+
+
+def _error_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return message if isinstance(exc, LrlabError) else f"{type(exc).__name__}: {message}"
+
+
+def group_worker_main(job_path: str) -> int:
+    """Entry point of a vectorised worker: train its runs as one stack, write each result."""
+    job = json.loads(Path(job_path).read_text())
+    result_path = Path(job["result"])
+    configs = [config_from_dict(c, source="comparison") for c in job["configs"]]
+    payload: dict[str, Any] = {"runs": {}}
+    try:
+        import torch
+
+        from lrlab.lab.vectorised import train_group
+
+        if configs[0].threads:
+            torch.set_num_threads(configs[0].threads)
+        results = train_group(configs, lock_wait=LOCK_WAIT_S)
+        for cfg, res in zip(configs, results):
+            if isinstance(res, BaseException):
+                entry = {"status": "failed", "summary": {}, "error": _error_line(res)}
+            else:
+                entry = {"status": res.status, "summary": res.summary}
+            payload["runs"][cfg.run_name()] = entry
+    except KeyboardInterrupt:
+        payload["runs"] = {c.run_name(): {"status": "interrupted", "summary": {}}
+                           for c in configs}
+    except Exception as exc:  # the group failing must never stop the comparison
+        traceback.print_exc()
+        payload["error"] = _error_line(exc)
+    write_json_atomic(result_path, payload)
     return 0
 
 
@@ -246,7 +336,8 @@ def check_comparison_dir(plan: ComparisonPlan, force: bool = False) -> None:
 
 def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None = None,
                    echo: bool = True, write: Callable[[str], None] | None = None,
-                   nproc_per_run: int = 1, force: bool = False) -> list[RunOutcome]:
+                   nproc_per_run: int = 1, force: bool = False,
+                   vectorize: str = "auto") -> list[RunOutcome]:
     """Run every run of ``plan`` not already finished, ``jobs`` at a time; write the plan and
     any failures to ``comparison.json``. Returns one outcome per run, in plan order.
 
@@ -258,10 +349,17 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     ranks (gloo on the CPU, nccl on CUDA); threads per rank are the cores divided by
     ``jobs × nproc_per_run``.
 
+    ``vectorize`` (``auto``, ``on``, ``off``): runs that can share a stack train together in
+    one worker (``lrlab.lab.vectorised``; ``group_runs`` says which); ``auto`` runs the others
+    in their own processes, ``on`` refuses a plan with a run that cannot be vectorised (an
+    LrlabError naming it). ``jobs`` counts workers, a stack being one.
+
     A KeyboardInterrupt waits for the workers (they checkpoint and stop) and is re-raised.
     """
     if jobs <= 0:
         raise LrlabError(f"--jobs must be a positive integer, got {jobs}")
+    if vectorize == "on" or nproc_per_run > 1:  # refuse before anything is written
+        _units([(r, False) for r in plan.runs], vectorize, nproc_per_run, None)
     check_comparison_dir(plan, force)
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
@@ -314,18 +412,28 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
             finish(RunOutcome(run.name, run.label, summary["status"], summary, skipped=True))
         else:
             pending.append((run, records.exists()))
-    running: list[_Worker] = []
+    units = _units(pending, vectorize, nproc_per_run, say if echo else None)
+    running: list[_Worker | _GroupWorker] = []
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                run, resumed = pending.pop(0)
-                if run.config.threads is None:
-                    run.config.threads = threads
-                running.append(_Worker(run, out, run.config.threads, resumed, nproc_per_run))
+        while units or running:
+            while units and len(running) < jobs:
+                unit = units.pop(0)
+                for run, _ in unit:
+                    if run.config.threads is None:
+                        run.config.threads = threads
+                if len(unit) == 1 and not _is_stack(unit, vectorize, nproc_per_run):
+                    run, resumed = unit[0]
+                    running.append(_Worker(run, out, run.config.threads, resumed,
+                                           nproc_per_run))
+                else:
+                    running.append(_GroupWorker([r for r, _ in unit], out,
+                                                unit[0][0].config.threads or threads,
+                                                [res for _, res in unit]))
             time.sleep(0.05)
             for w in [w for w in running if w.proc.poll() is not None]:
                 running.remove(w)
-                finish(w.outcome())
+                for o in w.outcomes():
+                    finish(o)
     except KeyboardInterrupt as stop:
         # After Ctrl-C, workers in our process group got the same signal and checkpoint; one
         # that did not (the signal was sent to this process only) is asked to stop after a
@@ -348,6 +456,38 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     if bar is not None:
         bar.close()
     return [outcomes[r.name] for r in plan.runs]
+
+
+def _is_stack(unit: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run: int) -> bool:
+    """A unit of one run is a stack of one only under ``--vectorize on``."""
+    return vectorize == "on" and nproc_per_run == 1 and len(unit) == 1
+
+
+def _units(pending: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run: int,
+           say: Callable[[str], None] | None) -> list[list[tuple[PlannedRun, bool]]]:
+    """The pending runs as units of work, in plan order: stacks and single runs."""
+    from lrlab.lab.vectorised import group_runs
+
+    if nproc_per_run > 1:
+        if vectorize == "on":
+            raise LrlabError("--vectorize on: runs under torchrun (--nproc-per-run > 1) "
+                             "cannot be vectorised")
+        vectorize = "off"
+    groups, alone, reasons = group_runs([r.config for r, _ in pending], vectorize)
+    units = [[pending[i] for i in g] for g in groups] + [[pending[i]] for i in alone]
+    units.sort(key=lambda u: pending.index(u[0]))
+    if say is not None and pending and vectorize != "off":
+        sizes = "; ".join(f"{len(g)}: {pending[g[0]][0].name}" + (
+            f" .. {pending[g[-1]][0].name}" if len(g) > 1 else "") for g in groups)
+        grouped = sum(len(g) for g in groups)
+        line = (f"vectorised: {grouped} of {len(pending)} runs in {len(groups)} stack"
+                f"{'s' if len(groups) != 1 else ''}" + (f" ({sizes})" if groups else ""))
+        if alone:
+            why = sorted(set(reasons.values()))
+            line += (f"; {len(alone)} in their own processes"
+                     + (f" ({', '.join(why)})" if why else ""))
+        say(line)
+    return units
 
 
 if __name__ == "__main__":  # a torchrun rank of one run: python -m lrlab.lab.runner JOB

@@ -25,12 +25,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "LN2", "flat", "mean_loss", "sum_loss", "correct", "counted"]
+__all__ = ["IGNORE_INDEX", "LN2", "at_least_float32", "flat", "mean_loss", "sum_loss", "correct",
+           "counted"]
 
 #: Target of a position that is not counted (cross_entropy's default ignore_index).
 IGNORE_INDEX = -100
 #: ln 2: a loss in nats divided by it is in bits (bits per character for ``chars``).
 LN2 = math.log(2.0)
+
+
+def at_least_float32(out: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: bf16 (autocast) and float16 become float32; float32 and float64
+    stay as they are (a float64 model, as the exactness tests train, keeps float64)."""
+    return out if out.dtype == torch.float64 else out.float()
 
 
 def flat(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

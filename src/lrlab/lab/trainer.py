@@ -72,7 +72,7 @@ from lrlab.lab.config import TrainConfig
 from lrlab.lab.device import run_environment
 from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
-from lrlab.lab.targets import LN2, counted, mean_loss, sum_loss
+from lrlab.lab.targets import LN2, at_least_float32, counted, mean_loss, sum_loss
 from lrlab.lab.targets import correct as n_correct
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
@@ -193,7 +193,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     with torch.no_grad(), _autocast(x.device, amp):
         for s in range(0, len(idx), batch):
             sel = idx[s:s + batch]
-            out = model(x[sel]).float()
+            out = at_least_float32(model(x[sel]))
             yy = y[sel]
             total[0] += sum_loss(out, yy).double()
             total[1] += n_correct(out, yy)
@@ -255,6 +255,7 @@ class _Trainer:
                  on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.config = config
         self.on_epoch = on_epoch
+        self.pruned = False  # stopped by on_epoch (the tuner's pruner)
         self.lock_wait = lock_wait
         self.made_dirs: list[Path] = []  # the run directory and any --out parents made here
         self.dist = dist
@@ -512,19 +513,10 @@ class _Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> RunResult:
-        cfg, dist = self.config, self.dist
-        start_epoch, start_update, sums, elapsed, health = self._restore()
-        rows = self.records.metrics() if dist.is_main else []
-        if any(self._learned(r) for r in rows):
-            health.learned = True
-        self.flagged_not_learning = dist.is_main and any(
-            e.get("kind") == "not-learning" for e in self.records.events())
-        self.first_loss: float | None = self.checkpoint.get("first_loss") if self.checkpoint \
-            else None
+        cfg = self.config
+        start_epoch, start_update, sums, elapsed, health, rows = self._start()
         bar = self._bar(start_epoch * self.updates_per_epoch + start_update)
         stop: dict[str, Any] = {}
-        pruned = False
-        self._write_summary("running", rows, elapsed)
         with _StopFlag() as flag:
             for epoch in range(start_epoch, cfg.epochs):
                 t0 = time.perf_counter()
@@ -535,38 +527,66 @@ class _Trainer:
                 if outcome == "interrupted":
                     elapsed += time.perf_counter() - t0
                     return self._interrupt(epoch, sums.updates, sums, health, elapsed, rows, bar)
-                train_time = time.perf_counter() - t0
-                row = self._epoch_row(epoch, sums, train_time, diverged=outcome is not None)
-                elapsed += time.perf_counter() - t0
-                row["time"] = elapsed
-                if outcome is None:
-                    stop = self._check_after_epoch(epoch, row, rows, health)
-                else:
-                    stop = outcome
+                stop, elapsed = self._close_epoch(epoch, sums, outcome, t0, elapsed, rows,
+                                                  health, bar)
                 if stop:
-                    row["diverged"] = True
-                if dist.is_main:
-                    self.records.append_metrics(row)
-                    rows.append(row)
-                self._echo_epoch(row, bar)
-                if stop:
-                    self._record_divergence(stop)
                     break
-                self._diagnose(row, health)
-                if self.scheduler.plateau_state is not None:
-                    self.scheduler.report(row.get("val_loss", row["train_loss"]))
-                if cfg.per == "epoch":
-                    self.scheduler.step()
-                self._checkpoint(epoch + 1, 0, EpochSums(), health, elapsed)
-                if self.on_epoch is not None and epoch + 1 < cfg.epochs and \
-                        self.on_epoch(row):
-                    pruned = True
+                if self.on_epoch is not None and epoch + 1 < cfg.epochs and rows and \
+                        self.on_epoch(rows[-1]):
+                    self.pruned = True
                     break
         if bar is not None:
             bar.close()
+        return self._finish(rows, elapsed, stop, health)
+
+    def _start(self) -> tuple[int, int, EpochSums, float, Health, list[dict[str, Any]]]:
+        """Restore (or start) the run: its position, the epoch's sums, time, health, rows."""
+        dist = self.dist
+        start_epoch, start_update, sums, elapsed, health = self._restore()
+        rows = self.records.metrics() if dist.is_main else []
+        if any(self._learned(r) for r in rows):
+            health.learned = True
+        self.flagged_not_learning = dist.is_main and any(
+            e.get("kind") == "not-learning" for e in self.records.events())
+        self.first_loss: float | None = self.checkpoint.get("first_loss") if self.checkpoint \
+            else None
+        self._write_summary("running", rows, elapsed)
+        return start_epoch, start_update, sums, elapsed, health, rows
+
+    def _close_epoch(self, epoch: int, sums: EpochSums, outcome: dict[str, Any] | None,
+                     t0: float, elapsed: float, rows: list[dict[str, Any]], health: Health,
+                     bar: Any) -> tuple[dict[str, Any], float]:
+        """After the updates of ``epoch`` (started at ``t0``; ``outcome`` the divergence that
+        stopped it, if any): its row, the checks, the records and the checkpoint. Returns the
+        divergence that stops the run ({} if none) and the time trained."""
+        cfg = self.config
+        train_time = time.perf_counter() - t0
+        row = self._epoch_row(epoch, sums, train_time, diverged=outcome is not None)
+        elapsed += time.perf_counter() - t0
+        row["time"] = elapsed
+        stop = self._check_after_epoch(epoch, row, rows, health) if outcome is None else outcome
+        if stop:
+            row["diverged"] = True
+        if self.dist.is_main:
+            self.records.append_metrics(row)
+            rows.append(row)
+        self._echo_epoch(row, bar)
+        if stop:
+            self._record_divergence(stop)
+            return stop, elapsed
+        self._diagnose(row, health)
+        if self.scheduler.plateau_state is not None:
+            self.scheduler.report(row.get("val_loss", row["train_loss"]))
+        if cfg.per == "epoch":
+            self.scheduler.step()
+        self._checkpoint(epoch + 1, 0, EpochSums(), health, elapsed)
+        return stop, elapsed
+
+    def _finish(self, rows: list[dict[str, Any]], elapsed: float, stop: dict[str, Any],
+                health: Health) -> RunResult:
         if stop:
             status = "diverged"
-        elif pruned:
+        elif self.pruned:
             status = "pruned"
         else:
             status = "not-learning" if not health.learned and self._stuck(
@@ -578,13 +598,8 @@ class _Trainer:
                      flag: _StopFlag, bar: Any) -> dict[str, Any] | str | None:
         """Train the updates of ``epoch`` from ``first_update``; None when it completed,
         ``"interrupted"`` after Ctrl-C, or the divergence that stopped it."""
-        cfg, dist = self.config, self.dist
-        chance = self.chance_loss
-        perm = epoch_permutation(self.data.n_train, cfg.seed, epoch).to(self.device)
-        # closed form: the same value whether or not the epoch was resumed mid-way
-        self.lr_first = float(self.scheduler.lr_at(
-            epoch * self.updates_per_epoch if cfg.per == "step" else epoch)[0])
-        self.ratios: dict[str, float] | None = None
+        cfg = self.config
+        perm = self._begin_epoch(epoch)
         for u in range(first_update, self.updates_per_epoch):
             if flag.stop:
                 return "interrupted"
@@ -592,24 +607,45 @@ class _Trainer:
             loss, correct, seen, targets, gnorm, ratio = self._update(perm, u, want_ratio)
             if ratio is not None:
                 self.ratios = ratio
-            step = epoch * self.updates_per_epoch + u
-            if self.first_loss is None:
-                self.first_loss = loss
-            sums.add(loss, correct, seen, targets, gnorm)
-            health.observe(step, loss, chance)
-            finite = math.isfinite(loss)
-            bad = not finite or loss > EXPLODE_FACTOR * max(self.first_loss, 1e-3)
-            if dist.any_flag(bad, self.device):
-                return {"cause": "nonfinite" if not finite else "explosion", "epoch": epoch,
-                        "update": step, "lr": self._current_lr(), "loss": loss,
-                        "loss_before": self._last_train_loss()}
-            if cfg.per == "step":
-                self.scheduler.step()
+            stop = self._after_update(epoch, u, loss, correct, seen, targets, gnorm, sums,
+                                      health)
+            if stop:
+                return stop
             if bar is not None:
                 bar.update(1)
                 if u % 10 == 0:
                     bar.set_postfix_str(f"ep {epoch} loss {loss:.4f} lr "
                                         f"{self._current_lr():.3g}", refresh=False)
+        return None
+
+    def _begin_epoch(self, epoch: int) -> torch.Tensor:
+        """The sample order of ``epoch`` (on the run's device); resets what an epoch keeps."""
+        cfg = self.config
+        perm = epoch_permutation(self.data.n_train, cfg.seed, epoch).to(self.device)
+        # closed form: the same value whether or not the epoch was resumed mid-way
+        self.lr_first = float(self.scheduler.lr_at(
+            epoch * self.updates_per_epoch if cfg.per == "step" else epoch)[0])
+        self.ratios: dict[str, float] | None = None
+        return perm
+
+    def _after_update(self, epoch: int, u: int, loss: float, correct: float, seen: float,
+                      targets: float, gnorm: float, sums: EpochSums, health: Health
+                      ) -> dict[str, Any] | None:
+        """Book update ``u`` of ``epoch`` (taken by the optimizer): sums, health, the
+        divergence check, the schedule's step. Returns the divergence it found, if any."""
+        step = epoch * self.updates_per_epoch + u
+        if self.first_loss is None:
+            self.first_loss = loss
+        sums.add(loss, correct, seen, targets, gnorm)
+        health.observe(step, loss, self.chance_loss)
+        finite = math.isfinite(loss)
+        bad = not finite or loss > EXPLODE_FACTOR * max(self.first_loss, 1e-3)
+        if self.dist.any_flag(bad, self.device):
+            return {"cause": "nonfinite" if not finite else "explosion", "epoch": epoch,
+                    "update": step, "lr": self._current_lr(), "loss": loss,
+                    "loss_before": self._last_train_loss()}
+        if self.config.per == "step":
+            self.scheduler.step()
         return None
 
     def _learned(self, row: dict[str, Any]) -> bool:
@@ -692,7 +728,8 @@ class _Trainer:
                 with _autocast(self.device, self.amp):
                     out = self.train_model(x)
                 if n:
-                    o, t = out.float().reshape(-1, out.shape[-1]), y.reshape(-1)
+                    o = at_least_float32(out).reshape(-1, out.shape[-1])
+                    t = y.reshape(-1)
                     loss = F.cross_entropy(o, t)  # the mean over the counted targets
                     # weight: this micro-batch's share of the whole update (all ranks)
                     (loss * (n * self.world / total)).backward()
