@@ -6,9 +6,10 @@ error of any run that failed), ``runs/NAME`` (one run directory per run, see ``r
 
 Each run is trained by its own worker process (``python -c``, so a crash or a kill of one
 worker never touches the others); ``jobs`` workers share the machine's cores, each with
-``max(1, cores // jobs)`` torch threads (and OMP/MKL set to match). Running a comparison
-again skips finished runs (status ok, diverged, not-learning), resumes interrupted or killed
-ones from their checkpoint, and retries failed ones.
+``max(1, cores // jobs)`` torch threads (and OMP/MKL set to match; when fewer units than
+``jobs`` are left to run, e.g. one vectorised stack, they share the cores among them).
+Running a comparison again skips finished runs (status ok, diverged, not-learning), resumes
+interrupted or killed ones from their checkpoint, and retries failed ones.
 
 Workers die with the process that started them (a parent-death signal: SIGTERM, which the
 trainer treats like Ctrl-C: checkpoint and stop), and a worker finding its run directory still
@@ -384,7 +385,6 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     say = write or (bar.write if bar is not None else print)
     if nproc_per_run <= 0:
         raise LrlabError(f"--nproc-per-run must be a positive integer, got {nproc_per_run}")
-    threads = max(1, _cores() // (jobs * nproc_per_run))
     n = len(plan.runs)
     outcomes: dict[str, RunOutcome] = {}
     done = 0
@@ -413,6 +413,8 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
         else:
             pending.append((run, records.exists()))
     units = _units(pending, vectorize, nproc_per_run, say if echo else None)
+    # fewer units than --jobs (one stack, say): the cores are shared among those that run
+    threads = max(1, _cores() // (max(1, min(jobs, len(units))) * nproc_per_run))
     running: list[_Worker | _GroupWorker] = []
     try:
         while units or running:

@@ -106,6 +106,11 @@ def _plot_sensitivity(rows: list[dict[str, Any]], metric: str, path: Path) -> Pa
             ax.plot([r["lr"] for r in pr], [r["last"] for r in pr], "o", color=color,
                     markerfacecolor="none", markersize=6)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())  # 1 and 3 per decade: no overlaps
     ax.set_xlabel("peak LR")
     ax.set_ylabel(f"final {metric.replace('_', ' ')} (validation)")
     ax.set_title("LR sensitivity: ✕ diverged (counted at chance), ○ pruned (last value)",
@@ -126,12 +131,18 @@ def _plot_history(rows: list[dict[str, Any]], metric: str, maximize: bool,
         if r["kind"] == "complete":
             run = r["value"] if run is None else (max if maximize else min)(run, r["value"])
         best.append(run)
-    ax.plot([r["number"] for r in pts], [r["value"] for r in pts], "o", markersize=4,
-            label="trial")
+    for kind, style, label in (("complete", dict(marker="o"), "trial"),
+                               ("pruned", dict(marker="o", markerfacecolor="none"),
+                                "pruned (last value)"),
+                               ("diverged", dict(marker="x", mew=2), "diverged (at chance)")):
+        mine = [r for r in pts if r["kind"] == kind]
+        if mine:
+            ax.plot([r["number"] for r in mine], [r["value"] for r in mine], linestyle="none",
+                    color="C0", markersize=5, label=label, **style)
     ax.step([r["number"] for r in pts], best, where="post", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"final {metric.replace('_', ' ')} (validation)")
-    return _save(fig, ax, path, 2)
+    return _save(fig, ax, path, 4)
 
 
 def _importances(study: Any) -> tuple[list[list[str]], str]:
@@ -210,7 +221,8 @@ def write_tune_report(study: Any, settings: Any, out: Path, storage_label: str,
         ci = "" if c.ci is None else f", 95% CI of the difference [{c.ci[0]:+.4f}, " \
             f"{c.ci[1]:+.4f}]"
         blocks.append(Block("p", text=(
-            f"Difference {diff}{ci}; {c.test} test, p = {_p(c.p)}: {c.verdict}. Procedure: "
+            f"Difference {diff}{ci}; {_TESTS.get(c.test, c.test)}, p = {_p(c.p)}: "
+            f"{c.verdict}. Procedure: "
             f"the study chose on validation (one seed per trial); the winner and the "
             f"default were then each trained on seeds {final['seeds'][0]}–"
             f"{final['seeds'][-1]} (never used by the search) and their test accuracies "
@@ -264,6 +276,10 @@ def write_tune_report(study: Any, settings: Any, out: Path, storage_label: str,
         with atomic_file(path) as fh:
             fh.write(text)
     return page
+
+
+_TESTS = {"welch": "Welch's t-test", "permutation": "exact permutation test",
+          "none": "no test"}
 
 
 def _detail(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
