@@ -36,6 +36,10 @@ Layer ids (:func:`layer_ids`), from the first rule that applies:
    are layer 0 like the first unit; the last unit (the head) is layer L and keeps the full
    LR. A parameter shared by several units keeps the id of the first.
 
+**Muon's split** (:func:`muon_names`, :func:`split_for_muon`): Muon updates the ``weight`` of
+every ``nn.Linear`` but the output layer (the last one registered), AdamW everything else
+(embeddings, biases, norms, convolution kernels, the output layer).
+
 Each group carries ``lr`` = base lr × its multiplier and ``initial_lr`` (the same value), so
 an LR scheduler scales all groups in proportion, plus ``lr_scale`` (the multiplier),
 ``weight_decay`` and ``param_names``.
