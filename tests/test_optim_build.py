@@ -302,7 +302,25 @@ def reference_update(name: str, p: torch.Tensor, g: torch.Tensor, wd: float, s: 
     raise AssertionError(f"no reference for {name}")
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+#: Names whose first updates are tested in their own files: Schedule-Free keeps two points
+#: per parameter (test_optim_schedulefree), Muon needs hidden Linear layers
+#: (test_optim_muon), Prodigy's step size is shared by all tensors (test_optim_prodigy).
+OWN_FILES = {"adamw-schedulefree": "test_optim_schedulefree.py",
+             "sgd-schedulefree": "test_optim_schedulefree.py",
+             "muon": "test_optim_muon.py", "prodigy": "test_optim_prodigy.py"}
+
+
+def test_every_name_has_a_first_update_test() -> None:
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    for name in OPTIMIZERS:
+        if name in OWN_FILES:
+            text = (here / OWN_FILES[name]).read_text()
+            assert f'"{name}"' in text and "def test_" in text, name
+
+
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n not in OWN_FILES])
 def test_first_updates_follow_each_formula(name: str) -> None:
     """Update 1, then update 2 (which brings in momentum, the AMSGrad max and bias
     correction at t=2), against the formula; the weight is decayed, the bias is not (1-D)."""

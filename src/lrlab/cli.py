@@ -150,7 +150,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="chars: window length in characters, the transformer's context (64)")
     g = p.add_argument_group("optimizer and schedule")
     g.add_argument("--optimizer", default=S, help="sgd, momentum, nesterov, rmsprop, adam, adamw "
-                   "(default), amsgrad, lion, adam-nobias, nsgd")
+                   "(default), amsgrad, lion, adam-nobias, nsgd, adamw-schedulefree, "
+                   "sgd-schedulefree (keep the default constant() schedule), muon, prodigy "
+                   "(--lr 1: a multiplier of its estimated step size)")
     g.add_argument("--lr", type=_lr, default=S, help="peak LR, or 'auto' (LR range test first)")
     g.add_argument("--weight-decay", type=_finite_float, default=S)
     g.add_argument("--betas", type=_betas, default=S, help="e.g. 0.9,0.999")

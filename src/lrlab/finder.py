@@ -118,6 +118,11 @@ What is restored
     the RNG states of torch (CPU and, when available, CUDA), ``random`` and numpy are
     restored. Restoration is bit for bit, and happens also when the test raises.
 
+Schedule-Free optimizers (``train()``/``eval()``, :mod:`lrlab.optim.modes`)
+    The ramp steps in train mode; the validation loss after each update is taken at the
+    evaluation point (the average ``x``), where the trained run is evaluated too. The
+    restored optimizer is in the mode it was in before the test.
+
 Any ``torch.optim.Optimizer`` that steps without a closure works (SGD, Adam(W), Lion, ...).
 """
 
@@ -139,6 +144,7 @@ import torch
 
 from lrlab.errors import LrlabError
 from lrlab.files import atomic_file
+from lrlab.optim.modes import evaluation_point, train_mode
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.tensors import as_float
 
@@ -504,6 +510,7 @@ def find_lr(
     snapshot = _Snapshot(model, optimizer)
     try:
         model.train()
+        train_mode(optimizer)  # a Schedule-Free optimizer steps in train mode only
         stream = _batch_stream(batches)
         for i, lr in enumerate(schedule):
             for g, r in zip(groups, ratios):
@@ -523,7 +530,8 @@ def find_lr(
             optimizer.step()
             watched = value
             if val is not None:
-                watched = _evaluate(model, loss_fn, val, cast)
+                with evaluation_point(optimizer):  # Schedule-Free: its average x
+                    watched = _evaluate(model, loss_fn, val, cast)
                 if not math.isfinite(watched):
                     stopped_early = True
                     stop_reason = (f"stopped early at step {i + 1} of {steps}: the validation "

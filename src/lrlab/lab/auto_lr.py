@@ -221,13 +221,16 @@ def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Sch
 
     Composed from Schedule objects (module docstring), so ``str()`` of it always parses.
     """
+    from lrlab.optim.build import SCHEDULE_FREE
     from lrlab.schedules import constant, cosine, warmup
 
     own = parse(config.schedule)
+    schedule_free = config.optimizer.strip().lower() in SCHEDULE_FREE
     if own.phases[0].name in ("warmup", "onecycle"):
         schedule, note = own, f"your schedule already starts with a {own.phases[0].name}"
     else:
-        base = cosine() if own == constant() else own
+        # a Schedule-Free optimizer keeps constant(): its average replaces the decay
+        base = cosine() if own == constant() and not schedule_free else own
         schedule = warmup("1ep") >> base
         note = (f"warmup(1ep) ramps the LR up over the first epoch ({updates_per_epoch} "
                 "updates): the range test started cold at tiny LRs, training starts at the "
@@ -239,6 +242,9 @@ def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Sch
             schedule = own
             note = (f"your schedule is kept without a warmup: with warmup(1ep) in front it "
                     f"does not fit the run ({why})")
+    if schedule_free:
+        note += (f"; {config.optimizer} is schedule-free: no decay, and warmup(T) is its own "
+                 "warmup_steps=T")
     if config.optimizer in _ADAM_FAMILY:
         beta2 = config.betas[1] if config.betas is not None else 0.999
         w = untuned_warmup_steps(beta2)  # betas were validated with the config: in [0, 1)

@@ -193,8 +193,21 @@ _OPTIMIZER_LRS: tuple[tuple[str, float, float], ...] = (
     ("sgd", 0.1, 0.0), ("momentum", 0.05, 0.0), ("nesterov", 0.05, 0.0),
     ("rmsprop", 1e-3, 0.0), ("adam", 1e-3, 0.0), ("adamw", 1e-3, 0.05),
     ("amsgrad", 1e-3, 0.0), ("lion", 1e-4, 0.5), ("adam-nobias", 1e-3, 0.0),
-    ("nsgd", 0.05, 0.0),
+    ("nsgd", 0.05, 0.0), ("adamw-schedulefree", 2.5e-3, 0.05), ("sgd-schedulefree", 0.5, 0.0),
+    ("muon", 1e-3, 0.05), ("prodigy", 1.0, 0.0),
 )
+#: Schedule-Free rows keep their LR after the warmup: the average replaces the decay, and
+#: lrlab's warmup(T) is their own warmup_steps=T.
+_SCHEDULE_FREE_SCHEDULE = "warmup(1ep) >> constant()"
+
+
+def _optimizer_row(name: str, lr: float, wd: float) -> Row:
+    settings: dict[str, Any] = {"optimizer": name, "lr": lr, "weight_decay": wd}
+    notes = [f"lr {lr:g}" + (f", weight decay {wd:g}" if wd else "")]
+    if name.endswith("-schedulefree"):
+        settings["schedule"] = _SCHEDULE_FREE_SCHEDULE
+        notes.append(f"schedule {_SCHEDULE_FREE_SCHEDULE}: no decay")
+    return Row(name, settings, notes=tuple(notes))
 _TOO_HIGH_LRS = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 _TOO_HIGH_ADAM_LRS = (1e-4, 1e-3, 1e-2, 0.1, 1.0)
 #: the transformer of the warmup-transformer preset, on characters
@@ -272,17 +285,25 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         name="optimizers",
         title="Optimizers side by side (LeNet / Fashion-MNIST, warmup + cosine, 5 epochs)",
         description="SGD, momentum, Nesterov, RMSProp, Adam, AdamW, AMSGrad, Lion, Adam "
-        "without bias correction and normalized SGD, each at a usual LR for it, all with a "
-        "one-epoch warmup and a cosine decay.",
+        "without bias correction, normalized SGD, Schedule-Free AdamW and SGD, Muon (with "
+        "AdamW beside it) and Prodigy, each at a usual LR for it, all with a one-epoch warmup "
+        "and a cosine decay, except the Schedule-Free rows, which keep the LR constant after "
+        "the warmup.",
         common={"dataset": "fashion-mnist", "model": "lenet", "batch_size": 256,
                 "schedule": "warmup(1ep) >> cosine()", "per": "step"},
-        rows=tuple(Row(name, {"optimizer": name, "lr": lr, "weight_decay": wd},
-                       notes=(f"lr {lr:g}" + (f", weight decay {wd:g}" if wd else ""),))
-                   for name, lr, wd in _OPTIMIZER_LRS),
+        rows=tuple(_optimizer_row(name, lr, wd) for name, lr, wd in _OPTIMIZER_LRS),
         epochs=5, seeds=(0,),
         notes=("LRs: SGD 0.1; heavy-ball and Nesterov momentum (0.9) 0.05, i.e. an effective "
                "step 0.5; adaptive methods 1e-3; Lion 1e-4 with weight decay 0.5 (Lion wants "
-               "an LR 3-10x smaller and a decay 3-10x larger than AdamW's).",),
+               "an LR 3-10x smaller and a decay 3-10x larger than AdamW's).",
+               "Schedule-Free AdamW at 2.5e-3 (the schedulefree package's default) and SGD at "
+               "0.5 (heavy-ball's effective step 0.05/(1-0.9)), warmed up over one epoch and "
+               "then constant: their averaging replaces the decay (Defazio et al. 2024).",
+               "Muon at AdamW's LR and weight decay: its updates are scaled to AdamW's RMS "
+               "(adjust_lr_fn=match_rms_adamw, Liu et al. 2025), so one LR serves its hidden "
+               "Linear weights and the AdamW groups (conv kernels, biases, the output layer).",
+               "Prodigy at lr 1: a multiplier of the step size it estimates (Mishchenko & "
+               "Defazio 2024); the schedule multiplies it."),
         trace="adamw", baseline="sgd",
     ),
     Preset(

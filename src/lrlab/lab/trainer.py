@@ -74,6 +74,7 @@ from lrlab.lab.distributed import DistContext, init_distributed
 from lrlab.lab.records import FINISHED, RunRecords
 from lrlab.lab.targets import LN2, at_least_float32, counted, mean_loss, sum_loss
 from lrlab.lab.targets import correct as n_correct
+from lrlab.optim.modes import eval_mode, has_modes, train_mode
 from lrlab.rng import capture_rng_state, restore_rng_state
 from lrlab.scheduler import Scheduler, optimizer_beta2
 
@@ -368,6 +369,7 @@ class _Trainer:
 
             write_json_atomic(self.records.path / "lr_finder.json", self.lr_finder_record)
         self._warn_scaled_lr_without_warmup(self.lr_base, self.lr)
+        self._note_schedule_free()
 
     def _record_extension(self) -> None:
         """--epochs grew a run: rewrite config.json and say what the schedule does now."""
@@ -438,6 +440,35 @@ class _Trainer:
             self.records.event("warning", msg)
             print(f"lrlab train: warning: {msg}", file=sys.stderr)
 
+    def _note_schedule_free(self) -> None:
+        """A Schedule-Free optimizer needs no decaying schedule: say which one the run uses.
+
+        lrlab's default ``constant()`` is what the method is meant for, and a ``warmup(T)``
+        phase is the same as the optimizer's own ``warmup_steps=T`` (both scale the update
+        ``k`` by ``(k+1)/T`` and the average's weights follow the largest LR so far). A
+        schedule that lowers the LR after its peak is allowed (combining the two is an
+        experiment one may want) with a warning, recorded as an event and on stderr."""
+        if not has_modes(self.optimizer):
+            return
+        cfg = self.config
+        n = self.total_updates if cfg.per == "step" else cfg.epochs
+        ts = sorted({round(i * (n - 1) / 999) for i in range(1000)}) if n > 1000 else range(n)
+        values = [float(self.scheduler.lr_at(t)[0]) for t in ts]
+        peak_at = max(range(len(values)), key=values.__getitem__)
+        decays = self.scheduler.plateau_state is not None or \
+            min(values[peak_at:]) < values[peak_at] * (1 - 1e-9)
+        if not decays:
+            self.records.event("schedule", f"{cfg.optimizer} is schedule-free: the schedule "
+                               f"{cfg.schedule!r} holds the LR after its peak (a warmup(T) "
+                               "phase equals the optimizer's own warmup_steps=T)")
+            return
+        msg = (f"{cfg.optimizer} is schedule-free (Defazio et al. 2024): it averages its "
+               f"iterates instead of decaying the LR, and the schedule {cfg.schedule!r} lowers "
+               "the LR after its peak too; the method's own setting is constant() (lrlab's "
+               "default), with warmup(T) >> constant() for a warmup")
+        self.records.event("warning", msg)
+        print(f"lrlab train: warning: {msg}", file=sys.stderr)
+
     # -- resume --------------------------------------------------------------------------
     def _restore(self) -> tuple[int, int, EpochSums, float, Health]:
         """Load the checkpoint into the model, optimizer, scheduler and RNGs."""
@@ -445,11 +476,18 @@ class _Trainer:
         if ck is None:
             if self.records.exists() and self.dist.is_main:
                 self.records.truncate_metrics(0)  # a run killed before its first checkpoint
+            train_mode(self.optimizer)
             return 0, 0, EpochSums(), 0.0, Health()
         where = self.records.checkpoint_path
         try:
             self.model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
+            # a checkpoint holds a Schedule-Free run at its evaluation point x; train mode
+            # moves it to y as the uninterrupted run did right after writing it, or, for a
+            # checkpoint written mid-epoch, the y it was interrupted at is put back exactly
+            train_mode(self.optimizer)
+            if "model_train" in ck:
+                self.model.load_state_dict(ck["model_train"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             first = " ".join(str(exc).split())[:200]
             raise LrlabError(f"{where}: does not fit this run's model/optimizer ({first})") \
@@ -561,6 +599,9 @@ class _Trainer:
         divergence that stops the run ({} if none) and the time trained."""
         cfg = self.config
         train_time = time.perf_counter() - t0
+        # evaluation, sharpness and the checkpoint see a Schedule-Free run's evaluation point
+        # x; training goes on from y (lrlab.optim.modes)
+        eval_mode(self.optimizer)
         row = self._epoch_row(epoch, sums, train_time, diverged=outcome is not None)
         elapsed += time.perf_counter() - t0
         row["time"] = elapsed
@@ -580,6 +621,7 @@ class _Trainer:
         if cfg.per == "epoch":
             self.scheduler.step()
         self._checkpoint(epoch + 1, 0, EpochSums(), health, elapsed)
+        train_mode(self.optimizer)
         return stop, elapsed
 
     def _finish(self, rows: list[dict[str, Any]], elapsed: float, stop: dict[str, Any],
@@ -821,7 +863,7 @@ class _Trainer:
         plain = sharpness(self.model, loss_fn, batch)
         out: dict[str, Any] = {"sharpness": plain.value}
         converged = plain.converged
-        if any("exp_avg_sq" in s for s in self.optimizer.state.values()):
+        if self._adam_preconditioned():
             pre = sharpness(self.model, loss_fn, batch, preconditioner=self.optimizer)
             out["precond_sharpness"] = pre.value
             converged = converged and pre.converged
@@ -830,6 +872,15 @@ class _Trainer:
             out["sharpness_threshold"] = threshold
         out["sharpness_converged"] = converged
         return out
+
+    def _adam_preconditioned(self) -> bool:
+        """Adam's sqrt(v)+eps preconditions every parameter's update: Adam, AdamW, AMSGrad,
+        Adam without bias correction (not Muon's split, nor Schedule-Free or Prodigy, whose
+        steps scale differently), once it has state."""
+        from lrlab.optim import AdamNoBias
+
+        return isinstance(self.optimizer, (torch.optim.Adam, AdamNoBias)) and \
+            any("exp_avg_sq" in s for s in self.optimizer.state.values())
 
     def _last_used_lr(self) -> float:
         """LR of the epoch's last update (the scheduler has already moved past it)."""
@@ -875,24 +926,36 @@ class _Trainer:
                                    param=name, ratio=r)
 
     def _checkpoint(self, epoch: int, update: int, sums: EpochSums, health: Health,
-                    elapsed: float) -> None:
+                    elapsed: float, model_train: dict[str, torch.Tensor] | None = None
+                    ) -> None:
+        """Write the checkpoint; a Schedule-Free run is in eval mode here, so ``model`` holds
+        the weights to use (x); ``model_train`` is the training point y of a run interrupted
+        mid-epoch (see ``_restore``)."""
         if not self.dist.is_main:
             self.dist.barrier()
             return
-        self.records.save_checkpoint({
+        ck = {
             "version": CHECKPOINT_VERSION, "epoch": epoch, "update": update,
             "sums": asdict(sums), "health": asdict(health), "elapsed": elapsed,
             "first_loss": self.first_loss, "lr_base": self.lr_base,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": capture_rng_state(),
-        })
+        }
+        if model_train is not None:
+            ck["model_train"] = model_train
+        self.records.save_checkpoint(ck)
         self.dist.barrier()
 
     def _interrupt(self, epoch: int, update: int, sums: EpochSums, health: Health,
                    elapsed: float, rows: list[dict[str, Any]], bar: Any) -> RunResult:
         if bar is not None:
             bar.close()
-        self._checkpoint(epoch, update, sums, health, elapsed)
+        model_train = None
+        if has_modes(self.optimizer):  # mid-epoch: keep y itself, x is saved as the model
+            model_train = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        eval_mode(self.optimizer)
+        self._checkpoint(epoch, update, sums, health, elapsed, model_train)
+        train_mode(self.optimizer)
         if self.dist.is_main:
             self.records.event("interrupted", f"interrupted at epoch {epoch}, update {update} "
                                "of the epoch; continue with --resume", epoch=epoch,

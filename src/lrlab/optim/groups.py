@@ -36,6 +36,10 @@ Layer ids (:func:`layer_ids`), from the first rule that applies:
    are layer 0 like the first unit; the last unit (the head) is layer L and keeps the full
    LR. A parameter shared by several units keeps the id of the first.
 
+**Muon's split** (:func:`muon_names`, :func:`split_for_muon`): Muon updates the ``weight`` of
+every ``nn.Linear`` but the output layer (the last one registered), AdamW everything else
+(embeddings, biases, norms, convolution kernels, the output layer).
+
 Each group carries ``lr`` = base lr × its multiplier and ``initial_lr`` (the same value), so
 an LR scheduler scales all groups in proportion, plus ``lr_scale`` (the multiplier),
 ``weight_decay`` and ``param_names``.
@@ -342,6 +346,70 @@ def param_groups(model: nn.Module, weight_decay: float, *, lr: float | None = No
         groups[key]["params"].append(p)
         groups[key]["param_names"].append(name)
     return list(groups.values())
+
+
+# --------------------------------------------------------------------------- Muon's split
+#: Module types whose ``weight`` matrix Muon updates (a hidden layer's linear map).
+MUON_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
+
+
+def output_layer(model: nn.Module) -> str | None:
+    """Name of the output layer: the last :data:`MUON_MODULES` module registered in ``model``
+    (``named_modules`` order), or None without one. The lab's LeNet and MLP end in their
+    classifier Linear; the transformer registers ``head`` after its blocks (its final norm
+    comes later but is no Linear); a timm model's ``head``/``fc`` is its last Linear too.
+    """
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, MUON_MODULES):
+            last = name
+    return last
+
+
+def muon_names(model: nn.Module, exclude: Iterable[str] | str = ()) -> set[str]:
+    """Names of the parameters Muon updates; AdamW takes every other one.
+
+    Muon (Jordan et al. 2024) orthogonalises the update of a hidden layer's weight matrix, so
+    it takes the ``weight`` of every :data:`MUON_MODULES` module except :func:`output_layer`
+    (the classifier head, whose update the usual split leaves to AdamW), and except a weight
+    that is also registered elsewhere (tied to an embedding) or matches an ``exclude``
+    pattern. Biases, normalisation layers, embeddings (``nn.Embedding``, a ``pos_embed``
+    parameter) and convolution kernels (4-D; ``torch.optim.Muon`` takes 2-D tensors only)
+    go to AdamW.
+    """
+    patterns = name_patterns("exclude", exclude)
+    head = output_layer(model)
+    owners: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        owners[id(p)] = owners.get(id(p), 0) + 1
+    out: set[str] = set()
+    for mod_name, module in model.named_modules():
+        if not isinstance(module, MUON_MODULES) or mod_name == head:
+            continue
+        w = getattr(module, "weight", None)
+        name = f"{mod_name}.weight" if mod_name else "weight"
+        if isinstance(w, nn.Parameter) and w.ndim == 2 and w.requires_grad \
+                and owners.get(id(w), 0) == 1 and not _matches(name, patterns):
+            out.add(name)
+    return out
+
+
+def split_for_muon(model: nn.Module, groups: list[dict[str, Any]],
+                   exclude: Iterable[str] | str = ()) -> list[dict[str, Any]]:
+    """``groups`` (from :func:`param_groups`) with each split by :func:`muon_names` and
+    flagged ``use_muon``; the AdamW groups come first, so param group 0 is an AdamW group
+    whenever there is one (its ``betas`` are the run's β2, e.g. for ``warmup(auto)``)."""
+    chosen = muon_names(model, exclude)
+    adamw: list[dict[str, Any]] = []
+    muon: list[dict[str, Any]] = []
+    for g in groups:
+        for flag, target in ((False, adamw), (True, muon)):
+            pairs = [(p, n) for p, n in zip(g["params"], g["param_names"])
+                     if (n in chosen) is flag]
+            if pairs:
+                target.append({**g, "params": [p for p, _ in pairs],
+                               "param_names": [n for _, n in pairs], "use_muon": flag})
+    return adamw + muon
 
 
 def parameters_of(model_or_params: Any) -> list[Any]:
