@@ -215,6 +215,36 @@ _TRANSFORMER = {"dataset": "chars", "model": "transformer", "depth": 4, "width":
                 "heads": 4, "optimizer": "adam", "betas": (0.9, 0.98), "batch_size": 32,
                 "per": "step"}
 
+# -- the frontier ---------------------------------------------------------------------------------
+#: the three workloads of the frontier preset: (short name, settings, epochs)
+_FRONTIER_WORKLOADS: tuple[tuple[str, dict[str, Any], int], ...] = (
+    ("LeNet", {"dataset": "fashion-mnist", "model": "lenet", "batch_size": 256}, 5),
+    ("MLP", {"dataset": "classification", "model": "mlp", "batch_size": 32}, 30),
+    ("TF", {**{k: v for k, v in _TRANSFORMER.items() if k not in ("optimizer", "betas")},
+            "norm": "pre"}, 2),
+)
+#: (label, optimizer, schedule, weight decay): every row warms up over 5% of training
+_FRONTIER_METHODS: tuple[tuple[str, str, str, float], ...] = (
+    ("AdamW + warmup + cosine", "adamw", "warmup(5%) >> cosine()", 0.05),
+    ("AdamW + WSD (1-sqrt)", "adamw", "warmup(5%) >> wsd(decay=20%, shape=1-sqrt)", 0.05),
+    ("AdamW + D2Z", "adamw", "warmup(5%) >> linear()", 0.05),
+    ("Schedule-Free AdamW", "adamw-schedulefree", "warmup(5%) >> constant()", 0.05),
+    ("Muon", "muon", "warmup(5%) >> cosine()", 0.05),
+    ("Lion", "lion", "warmup(5%) >> cosine()", 0.5),
+)
+_FRONTIER_NOTES: dict[str, tuple[str, ...]] = {
+    "AdamW + WSD (1-sqrt)": ("warmup-stable-decay with the 1-sqrt cooldown over the last 20% "
+                             "(Hägele et al. 2024, arXiv 2405.18392)",),
+    "AdamW + D2Z": ("linear decay to zero (Bergsma et al. 2025, arXiv 2502.15938)",),
+    "Schedule-Free AdamW": ("no decay: the iterate average replaces it (Defazio et al. 2024, "
+                            "arXiv 2405.15682); lrlab's warmup is its own warmup_steps",),
+    "Muon": ("torch.optim.Muon on the hidden Linear weights (adjust_lr_fn match_rms_adamw), "
+             "AdamW on the rest (convolutions, biases, norms, embeddings, output layer)",),
+    "Lion": ("weight decay 0.5, 10x AdamW's (Chen et al. 2023: Lion wants a 3-10x smaller LR "
+             "and a 3-10x larger decay)",),
+}
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         name="quickstart",
@@ -406,6 +436,36 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         epochs=3, seeds=(0,), trace="warmup lr=0.01", baseline="no warmup lr=0.001",
         notes=("One seed per row: the rows show where training stops working, not "
                "verdicts.",),
+    ),
+    Preset(
+        name="frontier",
+        title="The frontier: AdamW schedules vs Schedule-Free, Muon and Lion (LeNet, the "
+        "unit-6 MLP, a transformer)",
+        description="On three workloads: AdamW + warmup + cosine, AdamW + WSD with the 1-sqrt "
+        "cooldown, AdamW + linear decay to zero, Schedule-Free AdamW (no decay), Muon and "
+        "Lion, each at the LR the range test picks on the validation split (--lr auto), 3 "
+        "seeds each.",
+        common={"per": "step", "lr": "auto"},
+        rows=tuple(Row(f"{w}: {label}", {**settings, "epochs": epochs, "optimizer": opt,
+                                           "schedule": spec, "weight_decay": wd},
+                       notes=_FRONTIER_NOTES.get(label, ()))
+                   for w, settings, epochs in _FRONTIER_WORKLOADS
+                   for label, opt, spec, wd in _FRONTIER_METHODS),
+        epochs=5, seeds=(0, 1, 2),
+        notes=("Every row's LR is chosen by the same small budget: one LR range test per run "
+               "(--lr auto: 100 updates, 1e-7 to 10, read on the validation curve of 1,024 "
+               "examples); nothing was tuned on the test set, and no method got more tuning "
+               "than another.",
+               "Budgets: LeNet / Fashion-MNIST 5 epochs (batch 256), the unit-6 MLP 30 epochs "
+               "(batch 32; the course trains 100), the Pre-LN transformer on characters 2 "
+               "epochs (batch 32); every schedule warms up over the first 5% of updates.",
+               "Contrasts: each method against AdamW + warmup + cosine on the same workload, "
+               "Welch's t-test on final test accuracy, Holm-adjusted over the report's 15 "
+               "contrasts."),
+        trace="LeNet: Schedule-Free AdamW", baseline="LeNet: AdamW + warmup + cosine",
+        contrasts=tuple((f"{w}: {label}", f"{w}: AdamW + warmup + cosine")
+                        for w, _, _ in _FRONTIER_WORKLOADS
+                        for label, *_ in _FRONTIER_METHODS[1:]),
     ),
 )}
 
