@@ -248,6 +248,24 @@ def test_best_says_when_the_runner_up_is_not_distinguishable(tmp_path):
         in build_report(d2).headline[0]
 
 
+def test_rows_on_different_workloads_are_ranked_within_their_own(tmp_path):
+    # the transformer's accuracies are far below LeNet's: one best line per workload
+    d = _comparison(tmp_path / "c", {
+        "lenet a": [(0.90, 0.91), (0.90, 0.92)], "lenet b": [(0.89, 0.90), (0.89, 0.89)],
+        "tf a": [(0.40, 0.41), (0.41, 0.42)], "tf b": [(0.60, 0.61), (0.61, 0.60)],
+    }, baseline="lenet b")
+    for run in (d / "runs").iterdir():
+        cfg = json.loads((run / "config.json").read_text())
+        cfg.update(dataset="chars", model="transformer") if run.name.startswith("tf") else \
+            cfg.update(dataset="fashion-mnist", model="lenet")
+        (run / "config.json").write_text(json.dumps(cfg))
+    lines = build_report(d).headline
+    assert lines[0].startswith("[fashion-mnist / lenet] best: lenet a (chosen on validation")
+    assert "runner-up lenet b" in lines[0]
+    tf = next(line for line in lines if line.startswith("[chars / transformer]"))
+    assert tf.startswith("[chars / transformer] best: tf b") and "runner-up tf a" in tf
+
+
 def test_rows_without_validation_are_not_ranked(tmp_path):
     d = _comparison(tmp_path / "c", {"book": [(0.99, None), (0.98, None)],
                                      "ours": [(0.80, 0.85), (0.81, 0.86)]})

@@ -526,9 +526,31 @@ def _best_line(stats: list[LabelStats], baseline: str | None) -> list[str]:
     return lines
 
 
+def _workload(s: LabelStats) -> str:
+    """What a row trains on: its dataset and model (rows on different workloads have
+    accuracies that cannot be ranked against each other)."""
+    config = next((r.config for r in s.runs if r.config), None) or {}
+    return f"{config.get('dataset', '?')} / {config.get('model', '?')}"
+
+
+def _best_lines(stats: list[LabelStats], baseline: str | None) -> list[str]:
+    """One best line per workload: a plan that trains several datasets or models ranks its
+    rows within each, never a LeNet accuracy against a transformer's."""
+    workloads: dict[str, list[LabelStats]] = {}
+    for s in stats:
+        workloads.setdefault(_workload(s), []).append(s)
+    if len(workloads) == 1:
+        return _best_line(stats, baseline)
+    lines: list[str] = []
+    for name, rows in workloads.items():
+        mine = baseline if any(r.label == baseline for r in rows) else None
+        lines += [f"[{name}] {line}" for line in _best_line(rows, mine)]
+    return lines
+
+
 def _headline(stats: list[LabelStats], baseline: str | None,
               env_flags: list[str] | None = None) -> list[str]:
-    lines = _best_line(stats, baseline)
+    lines = _best_lines(stats, baseline)
     judged = [s for s in stats if s.verdict is not None]
     if judged:
         good = [s for s in judged if s.verdict in ("within", "met")]

@@ -484,10 +484,15 @@ def _units(pending: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run
         grouped = sum(len(g) for g in groups)
         line = (f"vectorised: {grouped} of {len(pending)} runs in {len(groups)} stack"
                 f"{'s' if len(groups) != 1 else ''}" + (f" ({sizes})" if groups else ""))
-        if alone:
+        if not groups:
+            line = f"vectorised: none of the {len(pending)} runs can share a stack"
+        if alone and groups:
             why = sorted(set(reasons.values()))
             line += (f"; {len(alone)} in their own processes"
                      + (f" ({', '.join(why)})" if why else ""))
+        elif alone:
+            why = sorted(set(reasons.values()))
+            line += f" ({', '.join(why)})" if why else " (no two share data, model and budget)"
         say(line)
     return units
 
