@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SPEC ?= warmup(5%) >> cosine(end=0.01)
 
-.PHONY: setup data demo schedule-demo test lint bench clean
+.PHONY: setup data demo schedule-demo test lint bench clean check-torch
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,11 +14,16 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
-	@# the test extras (Lightning, transformers) must not have replaced the pinned torch
+	@# the test extras (Lightning, transformers) and the runtime dependencies (optuna,
+	@# schedulefree, prodigyopt) must not have replaced the pinned torch
+	@$(MAKE) --no-print-directory check-torch
+	touch $@
+
+# The installed torch is the pinned one (CI runs this after set-up, too).
+check-torch: | $(BIN)/python
 	@$(BIN)/python -c "import sys, torch; want = '$(TORCH)'.partition('==')[2]; \
 		sys.exit(0 if not want or torch.__version__.split('+')[0] == want else \
 		f'torch {torch.__version__} replaced the pinned {want}')"
-	touch $@
 
 setup: $(VENV)/.installed
 

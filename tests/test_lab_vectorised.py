@@ -352,3 +352,37 @@ def test_compare_auto_and_off_give_the_same_runs(tmp_path, capsys):
         else:
             for key in ("final_test_acc", "final_val_acc", "final_train_loss"):
                 assert abs(a[key] - b[key]) <= 1e-3, (name, key)
+
+
+@pytest.mark.parametrize("arch", ["lenet", "mlp"])
+def test_the_stacked_forward_is_each_members_own_forward_and_gradient(arch):
+    """The grouped-convolution / batched-matmul forward against each member's own model."""
+    from torch import nn
+
+    from lrlab.lab.vectorised import sequential_supported, stacked_sequential
+
+    torch.manual_seed(0)
+    if arch == "lenet":
+        make = lambda: nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # noqa: E731
+                                     nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+                                     nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
+                                     nn.Linear(120, 10)).double()
+        x = torch.randn(3, 5, 1, 28, 28, dtype=torch.float64)
+    else:
+        make = lambda: nn.Sequential(nn.Flatten(), nn.Linear(20, 7), nn.ReLU(),  # noqa: E731
+                                     nn.Linear(7, 2)).double()
+        x = torch.randn(3, 5, 20, dtype=torch.float64)
+    models = [make() for _ in range(3)]
+    assert sequential_supported(models[0])
+    names = [n for n, _ in models[0].named_parameters()]
+    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+               .requires_grad_() for n in names}
+    out = stacked_sequential(models[0], stacked, x)
+    out.square().sum().backward()
+    for k, m in enumerate(models):
+        own = m(x[k])
+        own.square().sum().backward()
+        torch.testing.assert_close(out[k], own, rtol=0, atol=1e-12)
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(stacked[n].grad[k], p.grad, rtol=0, atol=1e-10)
+    assert not sequential_supported(nn.Sequential(nn.Linear(2, 2), nn.Dropout()))

@@ -62,7 +62,8 @@ from lrlab.lab.trainer import (
 from lrlab.optim.stacked import STACKED_KINDS, StackedOptimizer, member_hyper
 from lrlab.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["vectorise_reason", "group_key", "group_runs", "train_group", "VECTORISED_MODELS"]
+__all__ = ["vectorise_reason", "group_key", "group_runs", "train_group", "VECTORISED_MODELS",
+           "stacked_sequential", "sequential_supported"]
 
 #: Models a vmapped forward reproduces exactly (no dropout, no batch norm, no buffers).
 VECTORISED_MODELS = ("lenet", "mlp")
@@ -130,6 +131,85 @@ def group_runs(configs: Sequence[TrainConfig], mode: str = "auto"
     return groups, alone, reasons
 
 
+# -- the stacked forward -------------------------------------------------------------------
+_SEQUENTIAL_LAYERS = (torch.nn.Conv2d, torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.Flatten,
+                      torch.nn.Linear)
+
+
+def sequential_supported(model: torch.nn.Module) -> bool:
+    """``model`` is an ``nn.Sequential`` of layers :func:`stacked_sequential` computes (the
+    lab's LeNet and MLP): plain convolutions, ReLU, max pooling, a flatten, linear layers."""
+    if not isinstance(model, torch.nn.Sequential):
+        return False
+    for layer in model:
+        if not isinstance(layer, _SEQUENTIAL_LAYERS):
+            return False
+        if isinstance(layer, torch.nn.Conv2d) and (layer.groups != 1 or
+                                                  layer.padding_mode != "zeros"):
+            return False
+        if isinstance(layer, torch.nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
+            return False
+    return True
+
+
+def stacked_sequential(model: torch.nn.Sequential, params: dict[str, torch.Tensor],
+                       x: torch.Tensor) -> torch.Tensor:
+    """The forward of K members of ``model`` at once: ``params[name]`` is ``[K, ...]``,
+    ``x`` is ``[K, B, ...]`` (each member's own batch); returns ``[K, B, classes]``.
+
+    What ``vmap`` of the model would compute, with kernels that are fast on a CPU: the K
+    convolutions are one grouped convolution over a channels-last ``[B, K*C, H, W]`` tensor
+    (member k owns channels ``k*C .. (k+1)*C``; ReLU and max pooling act per channel), and
+    the K linear layers one batched matrix product. (``vmap`` also makes a grouped
+    convolution, but in a memory layout whose backward pass on the CPU is slower than K
+    lone runs: measured in ``benchmarks/vectorised.py``.)
+    """
+    k, b = x.shape[0], x.shape[1]
+    grouped: torch.Tensor | None = None  # [B, K*C, H, W] while in the convolutional part
+    stacked: torch.Tensor | None = x  # [K, B, ...] otherwise
+    for name, layer in model.named_children():
+        if isinstance(layer, torch.nn.Conv2d):
+            if grouped is None:
+                assert stacked is not None
+                c, h, w = stacked.shape[2:]
+                grouped = stacked.transpose(0, 1).reshape(b, k * c, h, w).contiguous(
+                    memory_format=torch.channels_last)
+                stacked = None
+            weight = params[f"{name}.weight"]
+            bias = params.get(f"{name}.bias")
+            grouped = F.conv2d(grouped, weight.reshape(-1, *weight.shape[2:]),
+                               None if bias is None else bias.reshape(-1), layer.stride,
+                               layer.padding, layer.dilation, groups=k)
+        elif isinstance(layer, torch.nn.ReLU):
+            if grouped is not None:
+                grouped = F.relu(grouped)
+            else:
+                stacked = F.relu(stacked)
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            assert grouped is not None, "max pooling before any convolution"
+            grouped = F.max_pool2d(grouped, layer.kernel_size, layer.stride, layer.padding,
+                                   layer.dilation, layer.ceil_mode)
+        elif isinstance(layer, torch.nn.Flatten):
+            if grouped is not None:
+                c = grouped.shape[1] // k
+                stacked = grouped.reshape(b, k, c, *grouped.shape[2:]).transpose(0, 1) \
+                    .reshape(k, b, -1)
+                grouped = None
+            else:
+                assert stacked is not None
+                stacked = stacked.reshape(k, b, -1)
+        elif isinstance(layer, torch.nn.Linear):
+            assert stacked is not None and grouped is None, "linear before the flatten"
+            weight = params[f"{name}.weight"]
+            bias = params.get(f"{name}.bias")
+            if bias is None:
+                stacked = torch.bmm(stacked, weight.transpose(1, 2))
+            else:
+                stacked = torch.baddbmm(bias.unsqueeze(1), stacked, weight.transpose(1, 2))
+    assert stacked is not None
+    return stacked
+
+
 # -- the group trainer --------------------------------------------------------------------
 @dataclass
 class _Member:
@@ -164,6 +244,7 @@ class _Stack:
         self.updates_per_epoch = first.updates_per_epoch
         self.template = first.model  # functional_call reads its structure, not its weights
         self.names = [n for n, p in first.model.named_parameters() if p.requires_grad]
+        self.sequential = sequential_supported(first.model)
         data = first.data
         for m in self.members[1:]:  # train_group shared one copy of the same data
             t = m.trainer
@@ -220,7 +301,10 @@ class _Stack:
             return torch.func.functional_call(template, dict(zip(names, params)), (xb,))
 
         with _autocast(self.device, self.amp):
-            out = torch.func.vmap(forward)(ps, x)
+            if self.sequential:
+                out = stacked_sequential(template, dict(zip(names, ps)), x)
+            else:
+                out = torch.func.vmap(forward)(ps, x)
         o = at_least_float32(out)
         losses = F.cross_entropy(o.reshape(k * b, -1), y.reshape(-1),
                                  reduction="none").view(k, b).mean(1)
