@@ -526,10 +526,13 @@ def _best_line(stats: list[LabelStats], baseline: str | None) -> list[str]:
     return lines
 
 
-def _workload(s: LabelStats) -> str:
+def _workload(s: LabelStats) -> str | None:
     """What a row trains on: its dataset and model (rows on different workloads have
-    accuracies that cannot be ranked against each other)."""
-    config = next((r.config for r in s.runs if r.config), None) or {}
+    accuracies that cannot be ranked against each other); None when no run of the row got
+    as far as writing its configuration."""
+    config = next((r.config for r in s.runs if r.config), None)
+    if not config:
+        return None
     return f"{config.get('dataset', '?')} / {config.get('model', '?')}"
 
 
@@ -538,8 +541,10 @@ def _best_lines(stats: list[LabelStats], baseline: str | None) -> list[str]:
     rows within each, never a LeNet accuracy against a transformer's."""
     workloads: dict[str, list[LabelStats]] = {}
     for s in stats:
-        workloads.setdefault(_workload(s), []).append(s)
-    if len(workloads) == 1:
+        name = _workload(s)
+        if name is not None:  # a row with no configuration on disk finished nothing
+            workloads.setdefault(name, []).append(s)
+    if len(workloads) <= 1:
         return _best_line(stats, baseline)
     lines: list[str] = []
     for name, rows in workloads.items():
