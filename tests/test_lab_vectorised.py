@@ -317,6 +317,18 @@ def test_group_runs_by_shared_data_model_batch_and_length():
     assert groups == [[0, 1, 4], [2], [3]] and alone == []
 
 
+def test_auto_leaves_lenet_alone_on_the_cpu_and_on_still_stacks_it():
+    configs = [TrainConfig(dataset="fashion-mnist", model="lenet", seed=s, device="cpu")
+               for s in range(3)]
+    groups, alone, reasons = group_runs(configs, "auto")
+    assert groups == [] and alone == [0, 1, 2]
+    assert set(reasons.values()) == {"model lenet on the CPU: stacking measured slower"}
+    assert group_runs(configs, "on")[0] == [[0, 1, 2]]
+    mlps = [TrainConfig(dataset="classification", model="mlp", seed=s, device="cpu")
+            for s in range(2)]
+    assert group_runs(mlps, "auto")[0] == [[0, 1]]
+
+
 # -- lrlab compare --------------------------------------------------------------------------
 def test_compare_vectorize_on_refuses_incompatible_runs_in_one_line(tmp_path, capsys):
     from lrlab.cli import main

@@ -62,8 +62,8 @@ from lrlab.lab.trainer import (
 from lrlab.optim.stacked import STACKED_KINDS, StackedOptimizer, member_hyper
 from lrlab.rng import capture_rng_state, restore_rng_state
 
-__all__ = ["vectorise_reason", "group_key", "group_runs", "train_group", "VECTORISED_MODELS",
-           "stacked_sequential", "sequential_supported"]
+__all__ = ["vectorise_reason", "auto_skip_reason", "group_key", "group_runs", "train_group",
+           "VECTORISED_MODELS", "stacked_sequential", "sequential_supported"]
 
 #: Models a vmapped forward reproduces exactly (no dropout, no batch norm, no buffers).
 VECTORISED_MODELS = ("lenet", "mlp")
@@ -89,6 +89,30 @@ def vectorise_reason(config: TrainConfig) -> str | None:
     return None
 
 
+#: Models whose stacks are measured slower than lone runs on a CPU (``--vectorize auto``
+#: leaves them alone there; ``on`` still stacks them). LeNet / Fashion-MNIST at batch 256 is
+#: compute-bound: its convolutions already fill the cores, so a stack's grouped convolution
+#: saves no kernel overhead, and one process with 2 threads scales worse than two processes
+#: with one (quickstart preset, 9 runs, --jobs 2: 123.7 s alone vs 135.6 s stacked, 0.91x;
+#: ``benchmarks/vectorised.py --cases preset-quickstart``).
+SLOWER_STACKED_ON_CPU = ("lenet",)
+
+
+def auto_skip_reason(config: TrainConfig) -> str | None:
+    """Why ``--vectorize auto`` runs ``config`` alone although it could stack: its model's
+    stack was measured slower than lone runs on this device (None: stacking pays)."""
+    from lrlab.lab.device import select_device
+
+    model = config.resolved_model().strip().lower()
+    if model not in SLOWER_STACKED_ON_CPU:
+        return None
+    try:
+        cpu = select_device(config.device).type == "cpu"
+    except LrlabError:
+        return None  # the run itself will say what is wrong with its device
+    return f"model {model} on the CPU: stacking measured slower" if cpu else None
+
+
 def group_key(config: TrainConfig) -> tuple[Any, ...]:
     """Runs with equal keys may share a stack: the same data, model, batch size, number of
     updates, device and precision (they may differ in seed, optimizer, LR, schedule, weight
@@ -103,9 +127,10 @@ def group_runs(configs: Sequence[TrainConfig], mode: str = "auto"
                ) -> tuple[list[list[int]], list[int], dict[int, str]]:
     """Split runs into stacks: ``(groups, alone, reasons)``, indices into ``configs``.
 
-    ``mode`` ``auto``: runs that can share a stack with at least one other do; the rest run
-    alone (``reasons`` says why, for those that cannot stack at all). ``off``: every run
-    alone. ``on``: every run in a stack (a group of one if it must).
+    ``mode`` ``auto``: runs that can share a stack with at least one other do, unless their
+    stack is measured slower than lone runs on their device (:func:`auto_skip_reason`); the
+    rest run alone (``reasons`` says why, for those that cannot or should not stack).
+    ``off``: every run alone. ``on``: every run in a stack (a group of one if it must).
 
     Raises:
         LrlabError: ``mode`` ``on`` and a run that cannot stack (one line, naming it).
@@ -118,6 +143,8 @@ def group_runs(configs: Sequence[TrainConfig], mode: str = "auto"
     by_key: dict[tuple[Any, ...], list[int]] = {}
     for i, cfg in enumerate(configs):
         why = vectorise_reason(cfg)
+        if why is None and mode == "auto":
+            why = auto_skip_reason(cfg)
         if why is not None:
             if mode == "on":
                 raise LrlabError(f"--vectorize on: run {cfg.run_name()} cannot be vectorised "
