@@ -157,6 +157,14 @@ def test_the_finish_reports_test_accuracy_of_fresh_seeds_with_welch(tmp_path):
     assert "Tuned vs default on the test set" in md and "Welch p" in md
 
 
+def test_lrlab_tune_is_the_one_call_api(tmp_path):
+    import lrlab
+
+    result = lrlab.tune(train=CLS, space=["lr=log(1e-3, 1e-1)"], trials=2, final_seeds=0,
+                        out=tmp_path, echo=False)
+    assert result.finished == 2 and len(load(tmp_path).get_trials()) == 2
+
+
 def test_balance_gives_every_family_the_same_number_of_trials(tmp_path):
     s = settings_from(space=["schedule=choice('cosine()', 'constant()', 'linear()')",
                              "lr=log(1e-3, 1e-1)"], overrides={**CLS, "epochs": 1},

@@ -1,7 +1,7 @@
 """lrlab: learning-rate warmup, schedules and optimizers for PyTorch, and a lab to compare them.
 
 ``import lrlab`` is light: the torch-facing names (``Scheduler``, ``find_lr``, ``Lion``,
-``build_optimizer``) are imported on first use, so ``lrlab.schedules`` stays pure Python.
+``build_optimizer``, ``tune``) are imported on first use, so ``lrlab.schedules`` stays pure Python.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _LAZY = {
     "find_lr": ("lrlab.finder", "find_lr"),
     "Lion": ("lrlab.optim", "Lion"),
     "build_optimizer": ("lrlab.optim", "build_optimizer"),
+    "tune": ("lrlab.lab.tune", "run"),
     "ScheduleChangedWarning": ("lrlab.scheduler", "ScheduleChangedWarning"),
     "PlateauNotReportedWarning": ("lrlab.scheduler", "PlateauNotReportedWarning"),
 }

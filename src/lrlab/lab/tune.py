@@ -50,7 +50,7 @@ from lrlab.lab.records import write_json_atomic
 from lrlab.lab.search_space import SearchSpace, parse_space
 from lrlab.lab.study_storage import open_storage, quiet_optuna
 
-__all__ = ["tune", "TuneResult", "TuneSettings", "SAMPLERS", "PRUNERS", "METRICS",
+__all__ = ["tune", "run", "TuneResult", "TuneSettings", "SAMPLERS", "PRUNERS", "METRICS",
            "settings_from"]
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -525,6 +525,29 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise LrlabError(f"--out {out} holds files lrlab tune did not write; give a new or "
                          "empty directory")
+
+
+def run(*, preset: str | None = None, file: str | Path | None = None,
+        space: Sequence[str] | Mapping[str, Any] | None = None,
+        train: Mapping[str, Any] | None = None, out: str | Path | None = None,
+        storage: str | None = None, study: str | None = None, trials: int | None = None,
+        timeout: float | None = None, sampler: str | None = None, pruner: str | None = None,
+        metric: str | None = None, final_seeds: int | None = None, balance: str | None = None,
+        sampler_seed: int = 0, heartbeat: int = 30, jobs: int = 1,
+        echo: bool = True) -> TuneResult:
+    """``lrlab.tune(...)``: :func:`settings_from` and :func:`tune` in one call, as the
+    command line does; ``train`` holds the base ``lrlab train`` settings (TrainConfig keys).
+
+    Example::
+
+        lrlab.tune(train={"dataset": "fashion-mnist", "model": "lenet", "epochs": 3},
+                   space=["lr=log(1e-3, 1e-1)", "weight_decay=log(1e-3, 1)"], trials=20)
+    """
+    settings = settings_from(preset=preset, file=file, space=space, overrides=train,
+                             study=study, trials=trials, timeout=timeout, sampler=sampler,
+                             pruner=pruner, metric=metric, final_seeds=final_seeds,
+                             balance=balance, sampler_seed=sampler_seed)
+    return tune(settings, out=out, storage=storage, heartbeat=heartbeat, jobs=jobs, echo=echo)
 
 
 def _silent(_: str) -> None:
