@@ -317,16 +317,6 @@ def test_group_runs_by_shared_data_model_batch_and_length():
     assert groups == [[0, 1, 4], [2], [3]] and alone == []
 
 
-def test_stacks_are_halved_until_every_worker_has_one():
-    from lrlab.lab.runner import split_stacks
-
-    assert split_stacks([list(range(33))], 2) == [list(range(17)), list(range(17, 33))]
-    assert split_stacks([[0, 1, 2, 3], [4, 5]], 3) == [[0, 1], [2, 3], [4, 5]]
-    assert split_stacks([[0, 1, 2]], 1) == [[0, 1, 2]]
-    assert split_stacks([[0], [1]], 4) == [[0], [1]]  # nothing left to halve
-    assert split_stacks([], 2) == []
-
-
 def test_auto_leaves_lenet_alone_on_the_cpu_and_on_still_stacks_it():
     configs = [TrainConfig(dataset="fashion-mnist", model="lenet", seed=s, device="cpu")
                for s in range(3)]
@@ -359,7 +349,7 @@ def test_compare_auto_and_off_give_the_same_runs(tmp_path, capsys):
               "--seeds", "0,1", "--jobs", "2"]
     assert main(["compare", *common, "--out", str(tmp_path / "vec")]) == 0
     text = capsys.readouterr().out
-    assert "vectorised: 8 of 8 runs in 2 stacks" in text  # one per worker of --jobs 2
+    assert "vectorised: 8 of 8 runs in 1 stack" in text
     assert main(["compare", *common, "--vectorize", "off", "--out", str(tmp_path / "proc")]) == 0
     assert "vectorised:" not in capsys.readouterr().out
     names = sorted(p.name for p in (tmp_path / "proc" / "runs").iterdir())

@@ -412,7 +412,7 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
             finish(RunOutcome(run.name, run.label, summary["status"], summary, skipped=True))
         else:
             pending.append((run, records.exists()))
-    units = _units(pending, vectorize, nproc_per_run, say if echo else None, jobs)
+    units = _units(pending, vectorize, nproc_per_run, say if echo else None)
     # fewer units than --jobs (one stack, say): the cores are shared among those that run
     threads = max(1, _cores() // (max(1, min(jobs, len(units))) * nproc_per_run))
     running: list[_Worker | _GroupWorker] = []
@@ -465,25 +465,8 @@ def _is_stack(unit: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run
     return vectorize == "on" and nproc_per_run == 1 and len(unit) == 1
 
 
-def split_stacks(groups: list[list[int]], workers: int) -> list[list[int]]:
-    """Halve the largest stack until there are ``workers`` stacks (or none has 2 members):
-    a stack is one process, and small kernels scale better over processes, one core each,
-    than over threads in one process (the unit-6 preset: 33 runs in one stack with 2
-    threads were 1.8x faster than lone runs; split over the two cores, see the README)."""
-    out = [list(g) for g in groups]
-    while 0 < len(out) < workers:
-        big = max(range(len(out)), key=lambda i: len(out[i]))
-        if len(out[big]) < 2:
-            break
-        g = out.pop(big)
-        half = (len(g) + 1) // 2
-        out[big:big] = [g[:half], g[half:]]
-    return out
-
-
 def _units(pending: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run: int,
-           say: Callable[[str], None] | None, jobs: int = 1
-           ) -> list[list[tuple[PlannedRun, bool]]]:
+           say: Callable[[str], None] | None) -> list[list[tuple[PlannedRun, bool]]]:
     """The pending runs as units of work, in plan order: stacks and single runs."""
     from lrlab.lab.vectorised import group_runs
 
@@ -493,7 +476,6 @@ def _units(pending: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run
                              "cannot be vectorised")
         vectorize = "off"
     groups, alone, reasons = group_runs([r.config for r, _ in pending], vectorize)
-    groups = split_stacks(groups, jobs - len(alone))
     units = [[pending[i] for i in g] for g in groups] + [[pending[i]] for i in alone]
     units.sort(key=lambda u: pending.index(u[0]))
     if say is not None and pending and vectorize != "off":
