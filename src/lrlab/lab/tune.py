@@ -510,7 +510,8 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
                     result.final = None
             if result.final is None:
                 result.interrupted = True
-    result.report = write_tune_report(study, settings, out_dir, label, result.final)
+    result.report = write_tune_report(study, settings, out_dir, label, result.final,
+                                      result.best)
     return result
 
 

@@ -164,17 +164,15 @@ def _importances(study: Any) -> tuple[list[list[str]], str]:
 
 
 def write_tune_report(study: Any, settings: Any, out: Path, storage_label: str,
-                      final: dict[str, Any] | None) -> Path:
-    """Write ``report.md``, ``report.html`` and the figures of a study into ``out``."""
-    from lrlab.lab.tune import METRICS
+                      final: dict[str, Any] | None, best: dict[str, Any] | None) -> Path:
+    """Write ``report.md``, ``report.html`` and the figures of a study into ``out``.
 
+    ``settings`` is the study's ``TuneSettings``, ``best`` the tuner's pick (``number``,
+    ``value``, ``settings``) and ``final`` its retraining (None when it did not run)."""
     metric = settings.metric
-    maximize = METRICS[metric][2] == "maximize"
+    maximize = settings.direction == "maximize"
     rows = _trial_rows(study)
     kinds = Counter(r["kind"] for r in rows)
-    from lrlab.lab.tune import _best
-
-    best = _best(study, settings)
     headline: list[str] = []
     title = settings.title or f"Tuning study {settings.study!r}"
     if best is None:
