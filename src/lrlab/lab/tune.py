@@ -146,24 +146,39 @@ def settings_from(*, preset: str | None = None, file: str | Path | None = None,
         raise LrlabError("tune chooses on the validation split, and this configuration has "
                          "none (val_size 0); give --val-size N")
     space_data = space if space else data.get("space")
+    if isinstance(space_data, str):  # one KEY=DISTRIBUTION entry
+        space_data = [space_data]
+    if space_data and not isinstance(space_data, Mapping | list | tuple):
+        raise LrlabError(f"{source}: space must be a [space] table or KEY=DISTRIBUTION "
+                         f"strings, got {space_data!r}")
     if not space_data:
         raise LrlabError("tune: the search space is empty; give --space KEY=DISTRIBUTION "
                          "(e.g. --space 'lr=log(1e-4,1e-1)')")
     s = TuneSettings(base=base, space=parse_space(space_data, base),
                      study=study or str(data.get("study") or preset or "study"),
                      title=str(data.get("title") or ""),
-                     notes=[str(n) for n in data.get("notes", [])])
+                     notes=[str(n) for n in ([data["notes"]] if isinstance(
+                         data.get("notes"), str) else data.get("notes", []))])
     s.trials = trials if trials is not None else data.get("trials")
     s.timeout = timeout if timeout is not None else data.get("timeout")
-    s.sampler = (sampler or data.get("sampler") or "tpe").lower()
-    s.pruner = (pruner or data.get("pruner") or "median").lower()
-    s.metric = (metric or data.get("metric") or "val_acc").lower().replace("-", "_")
-    s.final_seeds = final_seeds if final_seeds is not None else int(data.get("final_seeds", 3))
+    s.sampler = _word("sampler", sampler or data.get("sampler") or "tpe", source)
+    s.pruner = _word("pruner", pruner or data.get("pruner") or "median", source)
+    s.metric = _word("metric", metric or data.get("metric") or "val_acc", source)
+    s.final_seeds = final_seeds if final_seeds is not None else data.get("final_seeds", 3)
     s.balance = balance if balance is not None else data.get("balance")
+    if s.balance is not None:
+        s.balance = _word("balance", s.balance, source)
     s.default = dict(data.get("default", {}))
     s.sampler_seed = sampler_seed
     _check(s, source)
     return s
+
+
+def _word(name: str, value: Any, source: str) -> str:
+    if not isinstance(value, str):
+        raise LrlabError(f"{source}: {name} must be a string, got {value!r}")
+    return value.strip().lower().replace("-", "_") if name in ("metric", "balance") \
+        else value.strip().lower()
 
 
 def _check(s: TuneSettings, source: str) -> None:
