@@ -94,6 +94,16 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) else str(v)
 
 
+def _launch(cmd: list[str], log: Path, threads: int) -> tuple[Any, subprocess.Popen]:
+    """Start a worker process: ``threads`` torch/OMP/MKL threads, its output appended to
+    ``log``, stopped (SIGTERM) when this process dies. Returns the open log and the process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    fh = log.open("a")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, preexec_fn=_die_with_parent(os.getpid()))
+    return fh, proc
+
+
 class _Worker:
     """One run in its own ``python -c`` process; the result comes back as a JSON file."""
 
@@ -106,18 +116,14 @@ class _Worker:
         self.result = logs / f"{run.name}.result.json"
         self.result.unlink(missing_ok=True)
         write_json_atomic(self.job, {"config": run.config.to_dict(), "result": str(self.result)})
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.log = (logs / f"{run.name}.log").open("a")
-        self.started = time.perf_counter()
         if nproc > 1:  # one torchrun per run: its ranks share this worker's cores
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={nproc}", "-m", "lrlab.lab.runner", str(self.job)]
         else:
             cmd = [sys.executable, "-c", "import sys; from lrlab.lab.runner import "
                    "worker_main; sys.exit(worker_main(sys.argv[1]))", str(self.job)]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env,
-                                     preexec_fn=_die_with_parent(os.getpid()))
+        self.log, self.proc = _launch(cmd, logs / f"{run.name}.log", threads)
+        self.started = time.perf_counter()
 
     def outcomes(self) -> list[RunOutcome]:
         return [self.outcome()]
@@ -159,14 +165,10 @@ class _GroupWorker:
         self.result.unlink(missing_ok=True)
         write_json_atomic(self.job, {"configs": [r.config.to_dict() for r in runs],
                                      "result": str(self.result)})
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.log = (logs / f"{stem}.log").open("a")
-        self.started = time.perf_counter()
         cmd = [sys.executable, "-c", "import sys; from lrlab.lab.runner import "
                "group_worker_main; sys.exit(group_worker_main(sys.argv[1]))", str(self.job)]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env,
-                                     preexec_fn=_die_with_parent(os.getpid()))
+        self.log, self.proc = _launch(cmd, logs / f"{stem}.log", threads)
+        self.started = time.perf_counter()
 
     def outcomes(self) -> list[RunOutcome]:
         self.log.close()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrlab.errors import LrlabError
-from lrlab.lab.config import TrainConfig
+from lrlab.lab.config import TrainConfig, config_from_dict
 from lrlab.lab.plan import coerce_value
 from lrlab.schedules import parse as parse_schedule
 
@@ -344,23 +344,20 @@ def check_space(space: SearchSpace, base: dict[str, Any]) -> None:
             if phases and str(phases[0]).startswith("warmup("):
                 raise LrlabError(f"--space warmup: schedule {text!r} already starts with a "
                                  "warmup; drop it from the schedule or drop the warmup key")
-    # each value once against the base (a full product could be huge)
+    if math.prod(len(o) for o in options) <= 64:  # few: every combination
+        for combo in itertools.product(*options):
+            _check_run(space, base, dict(combo))
+        return
+    # many: each value against the base, then the all-first and all-last combinations,
+    # where interactions (a long warmup with few epochs) show
     for d_opts in options:
         for key, value in d_opts:
             _check_run(space, base, {key: value})
-    # then the first and last combination, where interactions (warmup vs epochs) show
-    if len(options) > 1:
-        for pick in (0, -1):
-            _check_run(space, base, {o[pick][0]: o[pick][1] for o in options})
-    # itertools is used for small spaces: check every combination when there are few
-    if math.prod(len(o) for o in options) <= 64:
-        for combo in itertools.product(*options):
-            _check_run(space, base, dict(combo))
+    for pick in (0, -1):
+        _check_run(space, base, {o[pick][0]: o[pick][1] for o in options})
 
 
 def _check_run(space: SearchSpace, base: dict[str, Any], settings: dict[str, Any]) -> None:
-    from lrlab.lab.config import config_from_dict
-
     data = space.apply(base, settings)
     shown = ", ".join(f"{k}={v}" for k, v in settings.items())
     try:
