@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lrlab.lab.config import TrainConfig
-from lrlab.lab.data import load_dataset
-from lrlab.lab.models import build_model
-from lrlab.lab.trainer import epoch_permutation, train
+from lrlab.lab.data.datasets import load_dataset
+from lrlab.lab.models.zoo import build_model
+from lrlab.lab.train.config import TrainConfig
+from lrlab.lab.train.trainer import epoch_permutation, train
 
 
 def hand_loop(data, epochs: int, batch: int, seed: int) -> float:

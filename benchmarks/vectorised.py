@@ -2,7 +2,7 @@
 
 The same comparison is run twice in this process's session, into fresh directories, with
 the same ``--jobs``: every run in its own worker process (``off``), then the runs as one
-stack (``on``, see ``lrlab.lab.vectorised``: ``on`` stacks even where ``auto`` would not,
+stack (``on``, see ``lrlab.lab.train.vectorised``: ``on`` stacks even where ``auto`` would not,
 so that the cost of stacking LeNet on a CPU stays measurable). End to end: process start,
 data loading, training, per-epoch evaluation, records and the report. Ratios = off / on.
 
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lrlab.lab.compare import compare
+from lrlab.lab.compare.comparison import compare
 
 UNIT6 = {"dataset": "classification", "model": "mlp", "optimizer": "sgd", "batch_size": 32,
          "per": "epoch", "schedule": "cosine()"}

@@ -1,7 +1,7 @@
 """Write synthetic IDX files (MNIST layout) for tests.
 
 The header is written here from the format's definition, independently of
-``lrlab.lab.idx``: big-endian uint32 magic (2051 for images, 2049 for labels), one uint32
+``lrlab.lab.data.idx``: big-endian uint32 magic (2051 for images, 2049 for labels), one uint32
 per dimension, then the uint8 data.
 """
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from lrlab.errors import LrlabError
 
 if TYPE_CHECKING:
-    from lrlab.lab.config import TrainConfig
+    from lrlab.lab.train.config import TrainConfig
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -83,7 +83,7 @@ def _add_schedule(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from lrlab.lab.schedule_view import build_view, format_view, plot_view, terminal_curves
+    from lrlab.schedule_view import build_view, format_view, plot_view, terminal_curves
 
     view = build_view([args.spec, *args.compare], lr=args.lr, steps=args.steps,
                       epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, per=args.per,
@@ -201,7 +201,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    from lrlab.lab.config import TrainConfig, config_from_dict, load_toml
+    from lrlab.lab.train.config import TrainConfig, config_from_dict, load_toml
 
     data: dict = {}
     if getattr(args, "config", None):
@@ -234,7 +234,7 @@ RESUME_FLAGS = ("quiet", "device", "threads", "compile", "update_ratio", "sharpn
 
 
 def _resume_config(args: argparse.Namespace) -> TrainConfig:
-    from lrlab.lab.config import TrainConfig, config_of_run
+    from lrlab.lab.train.config import TrainConfig, config_of_run
 
     config = config_of_run(args.resume)
     given = [k for k in vars(args) if k in TrainConfig.__dataclass_fields__]
@@ -256,7 +256,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lrlab.lab.trainer import train
+    from lrlab.lab.train.trainer import train
 
     if isinstance(args.resume, str):
         config = _resume_config(args)
@@ -343,7 +343,7 @@ def _add_find_lr(sub: argparse._SubParsersAction) -> None:
 def _cmd_find_lr(args: argparse.Namespace) -> int:
     import json
 
-    from lrlab.lab.auto_lr import default_plot_path, run_find_lr
+    from lrlab.lab.train.auto_lr import default_plot_path, run_find_lr
 
     if "lr" in vars(args):
         raise LrlabError("--lr: the range test finds the LR; drop --lr here and give it to "
@@ -389,7 +389,7 @@ def _cmd_find_lr(args: argparse.Namespace) -> int:
 
 # -- lrlab compare / lrlab report -------------------------------------------------------------
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from lrlab.lab.presets import PRESETS
+    from lrlab.lab.compare.presets import PRESETS
 
     p = sub.add_parser(
         "compare", help="train a grid of runs side by side and write a report",
@@ -428,11 +428,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lrlab.lab.compare import compare
-    from lrlab.lab.config import TrainConfig
+    from lrlab.lab.compare.comparison import compare
+    from lrlab.lab.train.config import TrainConfig
 
     if args.list:
-        from lrlab.lab.presets import PRESETS
+        from lrlab.lab.compare.presets import PRESETS
 
         for p in PRESETS.values():
             print(f"{p.name:<24} {p.title} [{len(p.rows)} rows, {p.epochs} epochs, seeds "
@@ -470,8 +470,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
-    from lrlab.lab.tune import METRICS, PRUNERS, SAMPLERS
-    from lrlab.lab.tune_presets import TUNE_PRESETS
+    from lrlab.lab.tune.presets import TUNE_PRESETS
+    from lrlab.lab.tune.tuner import METRICS, PRUNERS, SAMPLERS
 
     p = sub.add_parser(
         "tune", help="search LR, schedule and other settings with Optuna (validation split)",
@@ -524,11 +524,11 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from lrlab.lab.config import TrainConfig
-    from lrlab.lab.tune import settings_from, tune
+    from lrlab.lab.train.config import TrainConfig
+    from lrlab.lab.tune.tuner import settings_from, tune
 
     if args.list:
-        from lrlab.lab.tune_presets import TUNE_PRESETS
+        from lrlab.lab.tune.presets import TUNE_PRESETS
 
         for p in TUNE_PRESETS.values():
             print(f"{p.name:<12} {p.title} [{p.trials} trials]")
@@ -582,7 +582,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from lrlab.lab.report import write_report
+    from lrlab.lab.report.build import write_report
 
     files = write_report(args.dir, trace=args.trace)
     for line in files.headline:

@@ -1,6 +1,6 @@
 """Optimizer updates for K models stacked along a leading dimension (functional, in place).
 
-The vectorised runner (:mod:`lrlab.lab.vectorised`) trains K copies of one architecture at
+The vectorised runner (:mod:`lrlab.lab.train.vectorised`) trains K copies of one architecture at
 once: every parameter is one tensor ``[K, ...]`` whose slice ``k`` is member ``k``'s. This
 module applies one update rule to such tensors with per-member (and, through param groups,
 per-parameter) LR and weight decay, and per-member hyper-parameters (betas, eps, momentum,
