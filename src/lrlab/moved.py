@@ -52,12 +52,19 @@ MOVED: dict[str, str] = {
 
 
 def _caller_stacklevel() -> int:
-    """The stack level of the first frame outside the import machinery (the ``import``
-    statement that used the old path), so the warning points at the user's line."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
-                                 or frame.f_code.co_filename == __file__):
-        frame, level = frame.f_back, level + 1
+    """The ``stacklevel`` for a warning raised in :meth:`MovedModuleFinder.create_module` that
+    points at the user's ``import`` line: ``warnings`` itself skips the frames of the import
+    machinery's bootstrap, so count only the other frames up to the first one outside
+    importlib (``importlib.import_module`` is such a frame)."""
+    frame = sys._getframe(2)  # the caller of create_module
+    level = 1
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):
+            level += 1
+        if "importlib" not in name:
+            break
+        frame = frame.f_back
     return level
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrlab.errors import LrlabError
+from lrlab.errors import LrlabError, SpecError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -323,7 +323,6 @@ def _lr_mult(value: Any) -> dict[str, float]:
 
 
 def _schedule(value: Any) -> str:
-    from lrlab.errors import SpecError
     from lrlab.schedules import parse
 
     if not isinstance(value, str):
