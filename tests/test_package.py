@@ -49,7 +49,7 @@ def _lrlab_imports(path, package: str) -> set[str]:
 
 
 def test_no_import_cycles_anywhere_in_src():
-    """DESIGN.md: imports point downwards only. Lazy imports inside functions count too: a
+    """docs/design.md: imports point downwards only. Lazy imports inside functions count too: a
     cycle through them is still a knot (the trainer <-> range-test circle of old)."""
     from pathlib import Path
 

@@ -46,7 +46,7 @@ def assert_close(got: list[float], want: list[float], tol: float = TOL) -> None:
         assert math.isclose(g, w, rel_tol=tol, abs_tol=tol), (i, g, w)
 
 
-# -- DESIGN.md examples (peak 10, 10 updates, LR read before each step) -----------------
+# -- docs/design.md examples (peak 10, 10 updates, LR read before each step) ------------
 
 
 def test_design_example_warmup_linear():

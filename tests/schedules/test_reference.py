@@ -1,4 +1,4 @@
-"""Random chains against a reference written here from DESIGN.md's table, nanoGPT-style.
+"""Random chains against a reference written here from docs/design.md's table, nanoGPT-style.
 
 The test draws plain phase descriptions (dicts), writes them as a spec string, and compares
 ``parse(spec).resolve(...).values(n)`` with :func:`reference`, which walks the phases the
@@ -202,7 +202,7 @@ def test_chains_follow_the_reference(phases, extra):
 
 
 def test_reference_agrees_with_design_examples():
-    # DESIGN.md: peak 10, warmup(2, start=0) >> linear() over 10 updates
+    # docs/design.md: peak 10, warmup(2, start=0) >> linear() over 10 updates
     phases = [{"kind": "warmup", "T": 2, "start": 0.0, "shape": "linear"},
               {"kind": "linear", "T": 8, "end": 0.0}]
     got = [10 * reference(phases, t) for t in range(10)]

@@ -11,7 +11,7 @@ sd and the 95% Student-t interval of the mean, of the test accuracy and, when th
 validation split, of the validation accuracy. A diverged or failed run is counted in the
 status column, not averaged, and the headline says so when the best row lost any.
 
-What chooses reads validation, what reports reads test (DESIGN.md, "Honest numbers"):
+What chooses reads validation, what reports reads test (docs/design.md, "Honest numbers"):
 
 - the headline ``best:`` row is the highest mean final validation accuracy among the rows
   with a validation split; its test accuracy is reported, never used to choose; a Welch test

@@ -10,7 +10,7 @@ returns the result with the ``lrlab train`` command line that uses it.
 ``pick_lr(parts, dist)`` is the same test on the parts of a run being set up (``--lr
 auto``).
 
-Which curve chooses: whatever chooses reads validation (DESIGN.md, *Honest numbers*). When
+Which curve chooses: whatever chooses reads validation (docs/design.md, *Honest numbers*). When
 the dataset has a validation split, the model is evaluated after every update of the ramp
 on a fixed subset of it, ``VAL_EXAMPLES`` = 1,024 examples (all of them when the split is
 smaller: 200 for ``blobs``), drawn once by a permutation seeded with ``VAL_SUBSET_SEED``
