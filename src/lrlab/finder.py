@@ -1,129 +1,24 @@
 """LR range test (Smith 2015/2017, "Cyclical Learning Rates"): which learning rates train?
 
-``find_lr(model, optimizer, loss_fn, batches)`` raises the learning rate over ``steps``
-mini-batches, from ``start`` to ``end`` (geometrically with ``mode="exp"``, evenly with
-``mode="linear"``), records the loss of every batch, stops when a running average of the loss
-exceeds ``diverge`` × its minimum or a loss turns NaN/inf, then smooths the whole curve
-without delay, reads suggested learning rates off it, each with the reason in a sentence,
-and picks one. Afterwards the model, the optimizer and the random number generators are
-exactly as they were (see *What is restored*).
+``find_lr(model, optimizer, loss_fn, batches)`` raises the learning rate of param group 0
+over ``steps`` mini-batches from ``start`` to ``end``: step ``i`` (0-based, ``n = steps``)
+uses ``start·(end/start)^(i/(n-1))`` with ``mode="exp"``, ``start + (end-start)·i/(n-1)``
+with ``mode="linear"``; the other groups keep their ratios to group 0. It records the loss
+of every batch before its update (and, with ``val_batches``, the loss on that fixed set
+after every update, which then is the curve used), and stops when the bias-corrected moving
+average of the loss exceeds ``diverge`` × its minimum or a loss turns NaN/inf.
 
-The curve
-    Step ``i`` (0-based, ``n = steps``) uses ``lr_i = start·(end/start)^(i/(n-1))`` (exp) or
-    ``start + (end-start)·i/(n-1)`` (linear) for param group 0. The loss recorded at step ``i``
-    is the loss of batch ``i`` *before* the update made with ``lr_i``. With ``val_batches``
-    the model is also evaluated on that fixed set after every update (in ``eval()`` mode, no
-    gradients); the validation curve is then the one the stop watches and the suggestions
-    are read from (``result.curve_used``); the training curve is still recorded and plotted.
+The finished curve is smoothed without delay (at each point a straight line fitted with
+tricube weights to the ``window`` points around it: LOESS of degree 1, on ``ln(loss)`` when
+every loss is > 0). Only when its minimum lies below its first value by more than 1 % and
+by more than 2.5 standard errors did anything train; then the suggestions ``steepest``,
+``valley`` and ``minimum`` are read off it, each with its reason in a sentence, and
+``choose=None`` takes ``minimum``. Afterwards the model, the optimizer and the random number
+generators are exactly as they were, also when the test raises. Any ``torch.optim.Optimizer``
+that steps without a closure works (SGD, Adam(W), Lion, ...).
 
-Two averages for two jobs
-    *The stop* decides while the ramp runs, so it can only look back: it watches the
-    bias-corrected exponential moving average (as in Adam) ``m_i = (1-a)·m_{i-1} + a·x_i``,
-    ``m_{-1} = 0``, ``running_i = m_i / (1-(1-a)^(i+1))``, ``a = smooth`` (default 0.05), and
-    stops at the first ``i > 0`` with ``running_i > diverge · min(running_0..i)``.
-
-    *The suggestions* are not read on that average. Its weights ``a(1-a)^k`` on the loss
-    ``k`` steps back have their centre of mass at ``sum_k k·a(1-a)^k = (1-a)/a``, 19 steps
-    for ``a = 0.05``: on a curve that changes linearly it equals the loss of 19 steps
-    earlier, which on the default ramp (100 steps over 8 decades, 0.081 decade a step) is
-    1.5 decades, a factor 33 in LR (where the curve bends faster the shift is smaller: on
-    the tests' known curve the minimum moved from 0.012 to 0.079). So once the ramp has
-    ended, the recorded curve is smoothed again, symmetrically: at each point ``i`` a
-    straight line is fitted by weighted least squares to the points ``i+k``, ``|k| <= h``,
-    ``h = (window-1)/2`` (``window`` = 11 by default, ±0.4 decade of the default ramp), with
-    tricube weights ``(1-(|k|/(h+1))³)³`` (Cleveland's LOESS, 1979, degree 1), and its value
-    at ``i`` is ``smoothed_i = sum_k L_k·x_{i+k}``.
-
-    Why it has no delay: in the interior the weights are symmetric, so ``sum_k k·L_k = 0``
-    and a straight line is reproduced exactly; they are also all positive there (the fit
-    equals the tricube-weighted mean), so the smoothed curve never overshoots a sharp
-    drop or spike, as a local quadratic (Savitzky–Golay) would. What remains is a bias of
-    curvature: ``E[smoothed_i] - f(i) ≈ f''(i)/2 · sum_k k²·L_k`` (5.2 steps² for ``h = 5``,
-    a kernel of 2.3 steps s.d.), which raises a minimum's level but moves its location only
-    by the asymmetry (third derivative) of the valley. The ends: within ``h`` points of
-    either end the window is cut at the end and the line is still fitted, so it is still
-    exact for straight lines (the local line corrects the boundary, Fan & Gijbels 1996);
-    the cost is noise. The noise gain of ``smoothed_i`` is ``sum_k L_k²``: 0.118 in the
-    interior and 0.585 at the very ends for ``window`` = 11 (the moving average's is
-    ``a/(2-a)`` = 0.026, bought with its 19-step delay).
-
-    When every loss is > 0 the fit is made to ``ln(loss)`` and mapped back with ``exp``: a
-    diverging tail grows geometrically with the step index of an exponential ramp (as a
-    power of the LR), nearly a straight line in ``ln(loss)``, whereas on the loss itself its
-    huge values drag the fits beside it; the divergence rule is a ratio too. ``exp`` of the
-    fit is a geometric mean, which lowers the level of a noisy curve a little, not where its
-    features are. With a loss <= 0 anywhere the fit is made to the loss itself.
-
-Param groups
-    Only the *ratios* of the groups' learning rates are used: at the start, group ``g`` has
-    ``r_g = lr_g / lr_0``; step ``i`` sets group ``g`` to ``r_g · lr_i``. The reported LRs are
-    group 0's, and a suggestion applies to group 0 (keep the ratios when you set it).
-
-Did anything train?
-    Only if the smoothed curve's minimum lies below its first value by more than 1 % and by
-    more than 2.5 standard errors of that difference (in ``ln`` units when the fit was made
-    to ``ln(loss)``). The noise ``σ`` of one recorded loss is estimated from the first
-    differences of the raw curve, robustly: ``1.4826·MAD(Δx)/√2`` (a slow trend moves their
-    median, not their spread); the standard error of the difference of the two smoothed
-    values is ``σ·sqrt(g_0 + g_min)`` with their noise gains. Otherwise there are no
-    suggestions, nothing is chosen and the reason says that nothing trained (a flat curve,
-    a rising one, or one whose dip is within its noise).
-
-Suggestions (read on the smoothed curve, up to its minimum)
-    ``steepest``
-        The LR where the smoothed loss falls fastest per unit of log LR: the central
-        difference ``(s[i+k] - s[i-k]) / (ln lr[i+k] - ln lr[i-k])`` with ``k =
-        max(1, n_points // 50)``, over the points after the first 5 % (at least ``k``) and
-        up to the minimum of the smoothed loss (the diverging tail is ignored). Omitted when
-        the loss never falls there.
-    ``valley``
-        The middle of the longest descending stretch of the smoothed loss. A point (among
-        those ``steepest`` looks at) is *descending* when its slope is at least 10 % of the
-        steepest slope (``slope_i <= 0.1 · min slope``): a flat plateau at tiny LRs, where
-        the loss only drifts, is not a descent. The longest run of consecutive descending
-        points wins (ties: the larger drop); the suggestion is its point ``first + (last -
-        first) // 2``, for the exponential ramp the geometric middle of its LRs. Omitted
-        when the loss does not fall.
-    ``minimum``
-        The LR at the minimum of the smoothed loss: the largest LR at which the loss still
-        fell, beyond which it rises. Smith (2017) puts the upper bound of a cycle where the
-        range test stops improving, i.e. the peak of a schedule that warms up to it and
-        decays. It is not the largest *stable* LR: the ramp moves on while an instability
-        grows, so the loss turns up a few steps after the LR has crossed the edge (in the
-        tests' least-squares example the minimum lies 3× above gradient descent's bound
-        ``2/λ_max``; networks, whose sharpness adapts to the LR, trained well when warmed up
-        to it, see *Choice*). When the loss was still falling at ``end``, the reason says
-        so: the minimum lies above ``end``.
-    ``steepest`` and ``valley`` lie below ``minimum`` by construction.
-
-Choice
-    ``choose=None`` takes ``minimum``. The printed ``lrlab train`` line warms up to the
-    chosen LR and decays from it, and on ``benchmarks/find_lr_quality.py`` (seed 0; LeNet on
-    Fashion-MNIST with SGD and AdamW over 5 epochs, the unit-6 MLP with SGD and AdamW over
-    20; the grid's best LR chosen on validation accuracy) ``minimum`` landed next to the
-    grid's best LR (0.292 vs 0.3, 0.0179 vs 0.01, 0.0546 vs 0.1, ...) and within 0.5 point of
-    its test accuracy, while ``valley`` landed 3–17× below it (0.0955, 0.0016, 0.0059,
-    0.0002), 3–8.5 points of validation accuracy short where it was trained, and
-    ``steepest`` 1.2–6× below. Before the smoothing lost its delay ``valley``, read on the
-    lagging average, was the default: the lag, not the rule, had put it near the best LR.
-    For a constant LR without warmup, ``valley`` is the cautious pick. ``result.chosen`` /
-    ``chosen_lr`` / ``chosen_reason`` say what and why; ``chosen`` is None when nothing
-    trained or no finite loss was recorded.
-
-What is restored
-    Parameters, buffers and gradients are copied back *in place* (tensors keep their
-    identity, so references held by optimizers, hooks or EMA copies stay valid), as is
-    ``model.training``; the optimizer's per-parameter state and its param-group
-    hyper-parameters are restored from deep copies (tensors in place where they exist);
-    the RNG states of torch (CPU and, when available, CUDA), ``random`` and numpy are
-    restored. Restoration is bit for bit, and happens also when the test raises.
-
-Schedule-Free optimizers (``train()``/``eval()``, :mod:`lrlab.optim.modes`)
-    The ramp steps in train mode; the validation loss after each update is taken at the
-    evaluation point (the average ``x``), where the trained run is evaluated too. The
-    restored optimizer is in the mode it was in before the test.
-
-Any ``torch.optim.Optimizer`` that steps without a closure works (SGD, Adam(W), Lion, ...).
+The formulas, why the stop and the suggestions use different averages, each suggestion's
+rule, the measurements behind the default choice and what is restored: ``docs/lr-range-test.md``.
 """
 
 from __future__ import annotations
