@@ -7,87 +7,17 @@ with respect to the model's trainable parameters ``θ`` (those with ``requires_g
 update, at the current LR, diverges on a quadratic with that curvature. Training "at the edge
 of stability" (Cohen et al. 2021) holds the sharpness near that threshold.
 
-Power iteration
-    From a unit vector ``v_0`` with seeded normal entries (its own ``torch.Generator``; the
-    global RNG is untouched) it repeats ``w = H v_k``, ``μ_k = v_k·w`` (the Rayleigh
-    quotient), ``v_{k+1} = w / ‖w‖``. ``μ_k`` tends to the eigenvalue of largest *magnitude*,
-    its error falling like ``(λ_2/λ_1)^{2k}``; a Rayleigh quotient never exceeds ``λ_max``, so
-    an unfinished estimate errs low.
+The estimate is a seeded power iteration on Hessian-vector products by double backward (one
+``create_graph`` gradient, then one backward per product), stopped by a tolerance with
+geometric extrapolation or after ``iters`` products, and shifted by ``-μI`` when the most
+negative eigenvalue dominates. With ``preconditioner=optimizer`` (an Adam or AdamW that has
+taken a step) it is the top eigenvalue of ``P^{-1} H`` with Adam's denominator ``P``
+(Cohen et al. 2022). Parameters are never written; each ``.grad``, every buffer, each
+module's ``training`` flag and the global torch RNG states are put back, also when the
+measurement raises. The model is evaluated in the mode it is in.
 
-    Stop: after ``iters`` products (``converged=False``), or when, with ``Δ_k = |μ_k -
-    μ_{k-1}|``, both ``Δ_k <= tol·|μ_k|`` and the error that remains if ``μ`` goes on
-    converging geometrically at the observed rate ``q = Δ_k/Δ_{k-1}``, ``Δ_k·q/(1-q)``, is
-    ``<= tol·|μ_k|`` (``q < 1``; ``converged=True``). The change alone is not enough: while
-    the start vector's component along the top eigenvector is still small, ``μ`` lingers
-    near ``λ_2`` with small steps and then rises. On 200 seeded least-squares problems
-    (``H = 2XᵀX/n``, X normal) per shape, ``n×d`` = 64×8, 200×10, 100×20 and 1000×50 (this
-    loop on dense matrices, ``tol = 1e-3``, ``iters = 100``), the change alone declared
-    convergence at an estimate more than 1 % low in 15, 38, 26 and 100 runs of the 200;
-    with the extrapolation in 4, 1, 5 and 4. That rule stopped after 20–60 products on
-    average, and a cap of 20 left 17–75 % of the runs more than 1 % low, hence the default
-    ``iters=100``; runs that converge before it cost no more. The misses that remain come
-    from close top eigenvalues (the estimate stops between ``λ_2`` and ``λ_1``) or from a
-    start vector nearly orthogonal to the top eigenvector, which fools any power
-    iteration: a second ``seed`` is the check.
-
-    The largest magnitude is not ``λ_max`` when the most negative eigenvalue dominates, which
-    happens at initialisation and in saddle regions. Then (``μ < 0`` after the first run) a
-    second power iteration runs on the shifted ``H - μI``, whose eigenvalues ``λ_i - μ`` are
-    all ``>= 0`` once ``μ`` is the most negative eigenvalue, so its dominant one is
-    ``λ_max - μ``; the result is ``λ_max = ν + μ`` with ``ν`` its Rayleigh quotient, which may
-    itself be negative (a concave loss). The second run starts from a fresh seeded vector (the
-    first run's vector is the shifted operator's null direction), has its own ``iters``
-    budget and its own ``tol`` on ``ν``, and converges like ``((λ_2-μ)/(λ_max-μ))^{2k}``,
-    slower than the first. A first run cut off by ``iters`` (``|λ_min| ≈ λ_max``: its
-    iterate swings between the two) can leave ``μ`` above ``(λ_min + λ_max)/2``; then
-    ``λ_min - μ`` still dominates, the shifted run returns ``ν < 0`` and ``ν + μ``, a better
-    ``λ_min``, is the shift of one more run. The reported ``iters``/``converged`` are the
-    run that gave ``value``; ``hvps`` counts all runs.
-
-Hessian-vector products
-    By double backward: one forward and one ``torch.autograd.grad(L, θ, create_graph=True)``
-    build the gradient ``g(θ)`` as a graph, once; each product is then one more backward
-    through it, ``H v = ∇_θ (g·v)`` with ``retain_graph=True``. Chosen over ``torch.func``
-    (``jvp`` of ``grad``) because it works with any ``nn.Module`` as it stands (hooks,
-    buffers updated in ``forward``, no ``functional_call``), re-runs no forward per product,
-    and holds every product to one and the same Hessian: a model in ``train()`` mode with
-    dropout draws one mask, in the single forward, for the whole measurement. The price is
-    memory: the double-backward graph stays alive until the measurement ends.
-
-Cost
-    Measured with ``benchmarks/sharpness_cost.py`` (a 784-256-256-10 tanh MLP with cross
-    entropy on 256 samples, fp32, 2 shared CPU cores; medians of 30 repeats that alternate
-    the three timings): one Hessian-vector product took 1.55–1.6× a plain forward +
-    ``loss.backward()`` (1.5× on a 784-64-64-10 MLP with 128 samples), the one-off
-    ``create_graph`` forward+backward 1.0×; textbook: an HVP costs about two backward passes
-    (Pearlmutter 1994). A whole measurement costs about ``1 + 1.8·(products)`` training
-    passes (the vector arithmetic included): 100 products took 0.26 s = 187 passes on that
-    MLP, twice as many when the shift is needed. Measure every few hundred steps, not every
-    step.
-
-Preconditioned sharpness (Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of
-Stability")
-    With ``preconditioner=optimizer`` (an Adam or AdamW that has taken a step) the result is
-    the top eigenvalue of ``P^{-1} H`` with Adam's current denominator
-    ``P = diag(sqrt(v̂) + ε)``, ``v̂ = exp_avg_sq / (1 - β2^t)`` (``t`` the parameter's
-    ``step``; ``max_exp_avg_sq`` with ``amsgrad=True``), ``β2`` and ``ε`` from the parameter's
-    param group. ``P^{-1} H`` is not symmetric; it is similar to the symmetric
-    ``D H D`` with ``D = P^{-1/2}`` (``P^{1/2} (P^{-1} H) P^{-1/2} = D H D``), so the two share
-    their eigenvalues and the power iteration runs on ``v ↦ D·H(D·v)``. lrlab's
-    ``AdamNoBias`` is accepted with its own denominator ``sqrt(exp_avg_sq) + ε`` (no
-    correction). ``H`` is the Hessian of ``loss_fn`` alone: Adam's L2 ``weight_decay`` and
-    AdamW's decoupled decay are not in it. Optimizers without ``exp_avg_sq`` state (SGD,
-    RMSprop, Lion, which is sign-based and has no such preconditioner) are refused.
-
-What is left as it was
-    Parameters are never written. Each parameter's ``.grad`` (the same tensor object, or
-    None), every buffer's values (a ``BatchNorm`` in ``train()`` mode updates its running
-    statistics in the forward), each module's ``training`` flag and the global torch RNG
-    states (CPU, and the CUDA devices the parameters live on) are put back, also when the
-    measurement raises. The model is evaluated in the mode it is in: the Hessian of the
-    training loss in ``train()`` mode (dropout with the mask of the one forward), of the
-    evaluation loss in ``eval()`` mode; a model without dropout or batch norm gives the same
-    value either way.
+The stopping rule and its measurements, the shift, why double backward, the cost and the
+preconditioned case in full: ``docs/sharpness.md``.
 """
 
 from __future__ import annotations
