@@ -1,74 +1,23 @@
 """A small decoder-only transformer, Post-LN or Pre-LN: the lab's workload where warmup matters.
 
-Xiong et al. (2020, "On Layer Normalization in the Transformer Architecture",
-arXiv:2002.04745) show that the original Post-LN transformer (Vaswani et al. 2017) has large
-gradients near the output at initialisation and needs a learning-rate warmup to train at
-all at usual LRs, while the Pre-LN transformer trains without one. This model has both,
-differing *only* in where the LayerNorms sit:
+Xiong et al. (2020, arXiv:2002.04745) show that the Post-LN transformer needs a learning-rate
+warmup to train at usual LRs, while the Pre-LN transformer trains without one. This model has
+both, differing *only* in where the LayerNorms sit:
 
-- ``norm="post"`` (Post-LN, Vaswani et al.; Xiong et al. eq. (1)) — each sub-layer ``F``
-  is followed by its residual addition, then a LayerNorm::
+- ``norm="post"``: ``x = LN(x + F(x))`` for F = attention, then F = MLP; no final LayerNorm;
+- ``norm="pre"``: ``x = x + F(LN(x))`` for F = attention, then F = MLP; then
+  ``x = LN_final(x)``.
 
-      x = LN(x + F(x))          for F = attention, then F = MLP; no final LayerNorm
+Learned token and position embeddings, ``depth`` blocks of causal self-attention and a
+4×-wide GELU MLP, no dropout, and an untied Linear head: ``(N, T)`` int64 tokens ->
+``(N, T, classes)`` logits. Parameters (:func:`transformer_params`; V vocabulary, C classes,
+T context, d width, L depth): ``V·d + T·d + L·(12·d² + 13·d) + d·C + C``, plus ``2·d`` for
+Pre-LN's final LayerNorm. Initialisation is GPT-2's (normal(0, 0.02), the residual
+projections scaled by 1/sqrt(2·depth)), the same for both variants at a given seed; names
+follow timm's ViT/BEiT layout, so :func:`lrlab.optim.param_groups` can apply layer decay.
 
-- ``norm="pre"`` (Pre-LN, GPT-2; Xiong et al. eq. (2)) — the LayerNorm is inside the
-  residual branch, and one final LayerNorm sits before the head::
-
-      x = x + F(LN(x))          for F = attention, then F = MLP; then x = LN_final(x)
-
-The rest (both variants): learned token and position embeddings added together (no
-LayerNorm on the embeddings, no dropout anywhere, so a forward pass is deterministic);
-``depth`` blocks of causal multi-head self-attention (``heads`` heads of ``width / heads``
-dimensions, one fused ``qkv`` Linear, ``torch.nn.functional.scaled_dot_product_attention``
-with ``is_causal=True``, an output projection) and an MLP ``Linear(width, 4·width) - GELU
-(exact, erf) - Linear(4·width, width)``; a Linear head giving ``classes`` logits at every
-position: ``(N, T) int64 tokens -> (N, T, classes)`` logits. The head is not tied to the
-token embedding (the output classes need not be the input vocabulary: ``modadd`` reads the
-token ``=`` but never predicts it).
-
-Parameters (:func:`transformer_params`), with V the vocabulary, C the classes, T the
-context, d the width, L the depth: ``V·d + T·d + L·(12·d² + 13·d) + d·C + C``, plus ``2·d``
-for Pre-LN's final LayerNorm. A block holds ``qkv`` 3d²+3d, ``proj`` d²+d, ``fc1`` 4d²+4d,
-``fc2`` 4d²+d and two LayerNorms 2·2d.
-
-Initialisation (GPT-2's, as nanoGPT writes it; Radford et al. 2019): every Linear and
-Embedding weight and the position embedding ~ normal(0, 0.02), the two projections that end
-a residual branch (``attn.proj``, ``mlp.fc2``) ~ normal(0, 0.02/sqrt(2·depth)) ("scale the
-weights of residual layers by 1/sqrt(N)", N = 2·depth residual layers), every bias 0,
-LayerNorm weight 1 and bias 0. Both variants get the same initial weights for a given seed,
-so a Post-LN/Pre-LN comparison differs in the architecture alone (Pre-LN's final LayerNorm
-is created last and draws no random numbers).
-
-Parameter names follow timm's ViT/BEiT layout, so :func:`lrlab.optim.param_groups` layers
-them for layer-wise LR decay by BEiT's rule: ``patch_embed.weight`` (the token embedding;
-everything under ``patch_embed`` is layer 0) and ``pos_embed`` (``(T, d)``, layer 0),
-``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*`` (layer i+1), then ``norm``
-(Pre-LN only) and ``head`` at the top layer ``depth + 1``. Weight decay follows the default
-rule (biases, LayerNorms and 1-D tensors exempt), which decays both embeddings as nanoGPT
-does.
-
-Default size (``DEFAULT_*``): width 128, depth 4, 4 heads, Pre-LN: 828,264 parameters on
-``chars`` (V = C = 104, T = 64), 799,767 on ``modadd`` (V = 24, C = 23, T = 3).
-
-Speed (measured on this project's machine: 2 CPU cores, torch 2.13 CPU, ``lrlab train
---threads 2``, AdamW, the default model; 3 repetitions each with no other job running,
-examples/s = sequences/s of the training loop, epoch 2 of 2 for ``chars --limit 1536`` and
-the median of epochs 2-30 for ``modadd``):
-
-- ``chars`` (64-character windows): 526-549 sequences/s at ``--batch-size 256`` (the
-  default), 488-580 at 64; about 34,000 predicted characters/s. A full epoch (6,538
-  windows) is about 12.5 s of training plus 0.45 s of evaluation (validation + test), so 5
-  epochs take about 65 s.
-- ``modadd`` (3 tokens, 423 training sequences): 8,300-9,000 sequences/s at batch 256 (2
-  updates per epoch: 0.054 s per epoch, evaluation and checkpoint included), 5,500-6,200
-  at batch 64 (7 updates: 0.075 s per epoch). 1,000 epochs at batch 256 or 500 at batch 64
-  (3,500 updates) take about a minute. With AdamW at lr 1e-3, weight decay 0.1 and
-  ``warmup(50) >> cosine()`` over 300 epochs at batch 64, train accuracy reached 1.0 near
-  epoch 100 (700 updates) and validation accuracy stayed between 0.79 and 0.83 from there
-  to epoch 300 (one seed; a width-64, depth-2 model: 0.87 at epoch 50, 0.89 after).
-
-Another job on the two cores halves these figures or worse (the same ``chars`` runs gave
-120-250 sequences/s while two other trainings ran).
+The architecture in full, the parameter count per block, the initialisation, the layer ids
+and the measured speed on ``chars`` and ``modadd``: ``docs/transformer.md``.
 """
 
 from __future__ import annotations
