@@ -2,70 +2,26 @@
 
 ``load_dataset(name)`` returns a :class:`Dataset`: train / test (and for some datasets
 validation) tensors, ready to be sliced into batches. Nothing is downloaded and nothing is
-cached to disk.
+cached to disk. ``DATASETS`` holds ``fashion-mnist`` and ``mnist`` (read from their four IDX
+files, standardised with the training split's statistics), ``classification`` (the unit-6
+benchmark of Deep Learning Fundamentals, with the course's own split), ``blobs`` (a small
+two-class check), and the token sequences ``modadd`` and ``chars``
+(:mod:`lrlab.lab.data.sequences`). Labels are always int64; ``limit=N`` keeps the first N
+training examples (after the validation split is carved, which ``limit`` does not change).
 
-Datasets (``DATASETS``):
+Validation: whatever *chooses* reads the validation split; the test split is only reported.
+For ``fashion-mnist``/``mnist`` and ``blobs`` it is carved from the training set: ``val_size``
+examples drawn by a permutation seeded with ``VAL_SPLIT_SEED`` (independent of the run's
+seed), both parts in the file's order; ``val_size=None`` takes ``DEFAULT_VAL_FRACTION`` of
+the training set, ``val_size=0`` keeps every example for training. ``classification``,
+``modadd`` and ``chars`` have fixed splits and take no ``val_size``.
 
-``fashion-mnist``, ``mnist``
-    Read from the four IDX files (raw or gzip): ``train-images-idx3-ubyte``,
-    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``.
-    Images are ``(N, 1, 28, 28)`` float32: pixels are divided by 255, then standardised
-    with one scalar mean and standard deviation (population, ddof=0) computed over every
-    pixel of the *full* training split (before ``limit``), so ``limit`` never changes the
-    values of the examples it keeps. The test split uses the training statistics.
-    A validation split is carved from the training file (see *Validation* below); the
-    standardisation statistics are computed over the examples that remain for training.
-``classification``
-    The benchmark of Deep Learning Fundamentals (Lightning AI), unit 6::
+The IDX files are looked for in an explicit ``data_dir`` (and nothing else when it is given),
+otherwise in each root of ``$LRLAB_DATA``, ``~/.cache/lrlab``, ``/usr/share/datasets`` and
+``./data``, in that order; inside a root in the dataset's own folder, then torchvision's
+layout, then the root itself. The first directory holding all four files wins.
 
-        make_classification(n_samples=20000, n_features=100, n_informative=10,
-                            n_redundant=40, n_repeated=25, n_clusters_per_class=5,
-                            flip_y=0.05, class_sep=0.5, random_state=123)
-
-    split exactly as the course's ``CustomDataModule`` does: 20 % test with
-    ``train_test_split(test_size=0.2, random_state=1, shuffle=True)``, then 10 % of the
-    rest for validation with the same call (``test_size=0.1, random_state=1``); not
-    stratified. That gives 14,400 train, 1,600 validation and 4,000 test examples (450
-    updates per epoch at batch size 32, as in the course's logs). The features are used as
-    produced (float32, no standardisation), like the course, so learning rates found
-    there carry over. ``seed`` does not change this dataset.
-``blobs``
-    A small two-class problem for pipeline checks:
-    ``make_blobs(n_samples=1000, n_features=10, centers=2, cluster_std=1.0,
-    random_state=seed)``, split 80/20 with ``train_test_split(test_size=0.2,
-    stratify=y, random_state=seed)``, each feature standardised to zero mean and unit
-    variance with the training split's mean and population standard deviation (applied
-    to the test split too). A validation split is carved from the training part (below).
-``modadd``, ``chars``
-    Token sequences for the transformer (:mod:`lrlab.lab.data.sequences`): modular addition
-    generated from a fixed seed, and character-level language modelling on the text of
-    CPython's ``pydoc_data.topics``. ``x`` is ``(N, T)`` int64 token ids, ``y`` ``(N, T)``
-    targets per position (``-100`` where not counted); fixed splits (no ``val_size``);
-    ``context`` sets the window length of ``chars``.
-
-Validation (``val_size``)
-    Whatever *chooses* (a recipe, ``--lr auto``, a report's "best" row, tuning) reads the
-    validation split; the test split is only reported. For ``fashion-mnist``/``mnist`` and
-    ``blobs`` the validation split is carved from the training set: ``val_size`` examples
-    drawn uniformly at random (not stratified) by ``numpy.random.default_rng(VAL_SPLIT_SEED)
-    .permutation``, a fixed seed independent of the run's seed, so every run of a comparison
-    is judged on the same examples. Both parts keep the file's order. ``val_size=None`` takes
-    the dataset's default (``DEFAULT_VAL_FRACTION``: 1/6 of the images, i.e. 10,000 of
-    Fashion-MNIST's 60,000 for a 50,000/10,000 split; 1/4 of blobs' 800, i.e. 200);
-    ``val_size=0`` keeps every training example for training and has no validation split
-    (the book protocols, e.g. D2L's, train on all 60,000). ``classification`` keeps the
-    course's own split (1,600 validation examples) and takes no ``val_size``.
-
-Labels are always int64 tensors; ``limit=N`` keeps the first N training examples only (after
-the validation split is carved, which ``limit`` does not change).
-
-Where the IDX files are looked for, in order (the first directory holding all four wins):
-an explicit ``data_dir`` (and nothing else when it is given), otherwise each root of
-``$LRLAB_DATA``, ``~/.cache/lrlab``, ``/usr/share/datasets`` (Debian's
-``dataset-fashion-mnist`` package installs ``/usr/share/datasets/fashion-mnist``) and
-``./data``. Inside a root, the dataset's own folder (``fashion-mnist/``, ``mnist/``) is
-tried first, then torchvision's layout (``FashionMNIST/raw/``, ``MNIST/raw/``), then the
-root itself. An uncompressed file is preferred to its ``.gz`` twin.
+Each dataset's construction, split sizes and sources: ``docs/datasets.md``.
 """
 
 from __future__ import annotations
