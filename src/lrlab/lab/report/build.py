@@ -50,7 +50,7 @@ from typing import Any
 
 from lrlab.errors import LrlabError
 from lrlab.files import atomic_file
-from lrlab.lab.records import FINISHED, RunRecords
+from lrlab.lab.records import COMPARISON_FILE, FINISHED, RunRecords, read_comparison
 from lrlab.lab.report import stats as st
 from lrlab.lab.report.observations import (
     RunData,
@@ -90,10 +90,7 @@ def load_runs(directory: str | Path) -> tuple[dict[str, Any], list[RunData]]:
     d = Path(directory)
     if not d.is_dir():
         raise LrlabError(f"{d} is not a directory")
-    meta_path = d / "comparison.json"
-    if meta_path.exists():
-        from lrlab.lab.compare.plan import read_comparison
-
+    if (d / COMPARISON_FILE).exists():
         meta = read_comparison(d)
         failures = meta.get("failures") or {}
         runs = [_read_run(d / "runs" / r["name"], r["name"], r["label"], r.get("seed"),
