@@ -415,7 +415,7 @@ def test_verdict_against_a_published_spread_and_a_target():
 def test_a_row_whose_seeds_split_between_training_and_failing_gets_no_verdict():
     from collections import Counter
 
-    from lrlab.lab.report.build import LabelStats, _headline
+    from lrlab.lab.report.build import LabelStats, headline
 
     published = {"value": 0.886, "spread": 0.011, "kind": "published"}
     # two seeds at 0.89, one stuck at chance: the mean 0.627 has a 95% interval of
@@ -429,7 +429,7 @@ def test_a_row_whose_seeds_split_between_training_and_failing_gets_no_verdict():
     dead = LabelStats("dead", [], Counter({"not-learning": 3}), [0.1, 0.1, 0.1],
                       [0.1, 0.1, 0.1], None, None, published)
     assert fine.verdict == "within" and dead.verdict == "below"  # consistent outcomes judged
-    line = next(x for x in _headline([split, fine, dead], None) if "agree" in x)
+    line = next(x for x in headline([split, fine, dead], None) if "agree" in x)
     assert line.startswith("1 of 3 rows with a reference agree")
     assert "not reproduced: dead below" in line
     assert "multi-step (1 of 3 diverged or did not learn)" in line
