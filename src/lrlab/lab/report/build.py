@@ -63,7 +63,7 @@ __all__ = ["LabelStats", "Report", "ReportFiles", "load_runs", "label_stats", "b
            "write_report", "summary_csv", "STATUSES", "headline"]
 
 
-# -- the headline and the contrasts -------------------------------------------------------------
+# -- the headline and the contrasts ----------------------------------------------------------------
 def _n_pair(c: st.Contrast) -> str:
     return f"{c.a.n} vs {c.b.n}"
 
@@ -235,7 +235,7 @@ def _contrast_rows(contrasts: list[tuple[str, str, st.Contrast]],
     return rows
 
 
-# -- the environment and the method ---------------------------------------------------------
+# -- the environment and the method ----------------------------------------------------------------
 #: environment entries shown, in this order (others a run records follow)
 ENV_KEYS = ("torch", "python", "numpy", "platform", "cpu", "cpu_count", "threads", "device",
             "gpu", "cuda", "deterministic", "cudnn_deterministic", "cudnn_benchmark",
@@ -360,7 +360,7 @@ def _choose_trace(meta: dict[str, Any], runs: list[RunData], trace: str | None) 
     return next((r for r in with_data if has_warmup(r.config)), with_data[0])
 
 
-# -- the sections -------------------------------------------------------------------------------
+# -- the sections ----------------------------------------------------------------------------------
 def _summary_section(stats: list[LabelStats]) -> list[Block]:
     """The table of rows, one per label, what its columns mean, and the plan's notes on rows
     (a note shared by several rows is listed once)."""
@@ -471,11 +471,10 @@ def _trace_section(run: RunData | None) -> list[Block]:
     rows = []
     for t in trows:
         gap = None if t.train_acc is None or t.test_acc is None else t.train_acc - t.test_acc
+        val = [fixed(t.val_loss), fixed(t.val_acc)] if has_val else []
         rows.append([str(t.epoch), t.phase, f"{sig(t.lr_first)} → {sig(t.lr_last)}",
                      fixed(t.train_loss), fixed(t.train_acc), fixed(t.test_loss),
-                     fixed(t.test_acc), *([fixed(t.val_loss), fixed(t.val_acc)] if has_val
-                                          else []),
-                     signed(gap), ", ".join(t.marks)])
+                     fixed(t.test_acc), *val, signed(gap), ", ".join(t.marks)])
     blocks.append(Block("table", header=header, rows=rows))
     blocks.append(Block("p", "gap = train accuracy − test accuracy; epochs are 1-based."))
     return blocks
@@ -521,7 +520,7 @@ def _notes_section(meta: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-# -- the report ---------------------------------------------------------------------------------
+# -- the report ------------------------------------------------------------------------------------
 def build_report(directory: str | Path, trace: str | None = None) -> Report:
     """Read the records and write the figures; returns the report (text written separately).
 
