@@ -301,3 +301,44 @@ def _check_checkpoint(path: Path, state: Any) -> None:
     if state["epoch"] < 0 or state["update"] < 0:
         raise LrlabError(f"{path}: negative position (epoch {state['epoch']}, update "
                          f"{state['update']})")
+
+
+# -- comparison directories ---------------------------------------------------------------------
+# What a comparison writes next to its runs and what a report reads back: the plan
+# (``comparison.json``, written by :mod:`lrlab.lab.compare`) is part of the same on-disk
+# contract as the run records above, so reports need not import the comparison code.
+__all__ += ["COMPARISON_FILE", "COMPARISON_FILES", "read_comparison"]
+
+#: The plan of a comparison, in its directory.
+COMPARISON_FILE = "comparison.json"
+#: What a comparison directory of ours holds, besides the figures (``*.png``).
+COMPARISON_FILES = (COMPARISON_FILE, "runs", "logs", "report.md", "report.html", "summary.csv")
+
+
+def read_comparison(directory: Path) -> dict[str, Any]:
+    """``comparison.json`` of ``directory``, checked: LrlabError naming what is wrong."""
+    path = directory / COMPARISON_FILE
+    meta = read_json(path, dict)
+    runs = meta.get("runs")
+    if not isinstance(runs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]
+            and isinstance(r.get("label"), str) for r in runs):
+        raise LrlabError(f"{path}: 'runs' must be a list of objects with a name and a label")
+    for r in runs:
+        if r["name"] in (".", "..") or "/" in r["name"] or "\\" in r["name"]:
+            raise LrlabError(f"{path}: run name {r['name']!r} is not a directory name")
+        seed = r.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise LrlabError(f"{path}: run {r['name']!r} has seed {seed!r}, expected an integer")
+    for key, kind in (("labels", list), ("notes", list), ("contrasts", list),
+                      ("failures", dict)):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise LrlabError(f"{path}: {key!r} must be a {'list' if kind is list else 'object'}"
+                             f", found a {type(meta[key]).__name__}")
+    for entry in meta.get("labels") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("label"), str):
+            raise LrlabError(f"{path}: each of 'labels' must be an object with a label")
+    for key in ("title", "source", "trace", "baseline"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise LrlabError(f"{path}: {key!r} must be a string")
+    return meta

@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as sps
 
 from lrlab.cli import main
-from lrlab.lab.report.build import build_report, load_runs, write_report
+from lrlab.lab.report.build import build_report, write_report
 from lrlab.lab.report.observations import (
     RunData,
     observations,
@@ -25,6 +25,7 @@ from lrlab.lab.report.observations import (
     trace_rows,
     warmup_length,
 )
+from lrlab.lab.report.runs import load_runs
 
 # Student's t quantile t(0.975, 1) from a printed table: the 95% interval of a 2-seed mean
 T975_1 = 12.706
@@ -393,7 +394,7 @@ def test_lone_warmup_phase_ends_at_its_length():
 def test_verdict_against_a_published_spread_and_a_target():
     from collections import Counter
 
-    from lrlab.lab.report.build import LabelStats
+    from lrlab.lab.report.summary import LabelStats
 
     def stats(finals, ref):
         return LabelStats("x", [], Counter(), finals, finals, None, None, ref)
@@ -415,7 +416,8 @@ def test_verdict_against_a_published_spread_and_a_target():
 def test_a_row_whose_seeds_split_between_training_and_failing_gets_no_verdict():
     from collections import Counter
 
-    from lrlab.lab.report.build import LabelStats, _headline
+    from lrlab.lab.report.build import headline
+    from lrlab.lab.report.summary import LabelStats
 
     published = {"value": 0.886, "spread": 0.011, "kind": "published"}
     # two seeds at 0.89, one stuck at chance: the mean 0.627 has a 95% interval of
@@ -429,7 +431,7 @@ def test_a_row_whose_seeds_split_between_training_and_failing_gets_no_verdict():
     dead = LabelStats("dead", [], Counter({"not-learning": 3}), [0.1, 0.1, 0.1],
                       [0.1, 0.1, 0.1], None, None, published)
     assert fine.verdict == "within" and dead.verdict == "below"  # consistent outcomes judged
-    line = next(x for x in _headline([split, fine, dead], None) if "agree" in x)
+    line = next(x for x in headline([split, fine, dead], None) if "agree" in x)
     assert line.startswith("1 of 3 rows with a reference agree")
     assert "not reproduced: dead below" in line
     assert "multi-step (1 of 3 diverged or did not learn)" in line
@@ -545,6 +547,16 @@ def test_character_runs_show_bits_per_character_and_sharpness_against_its_thresh
 
 
 def report_runs(d: Path, label: str):
-    from lrlab.lab.report.build import load_runs
-
     return [r for r in load_runs(d)[1] if r.label == label]
+
+
+def test_the_room_names_import_from_the_package_and_from_build():
+    import lrlab.lab.report as package
+    from lrlab.lab.report import build, document, runs, summary
+
+    homes = {"LabelStats": summary, "Report": document, "STATUSES": runs, "build_report": build,
+             "label_stats": summary, "load_runs": runs, "summary_csv": summary,
+             "write_report": build}
+    assert sorted(package.__all__) == sorted(homes)
+    for name, home in homes.items():
+        assert getattr(package, name) is getattr(build, name) is getattr(home, name), name

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from lrlab.errors import LrlabError
-from lrlab.lab.records import read_json
+from lrlab.lab.records import COMPARISON_FILE, COMPARISON_FILES, read_comparison
 from lrlab.lab.train.config import TrainConfig, config_from_dict, load_toml
 
 __all__ = ["PlannedRun", "ComparisonPlan", "split_grid_values", "parse_grid", "coerce_value",
            "plan_comparison", "sanitize_name", "read_comparison", "COMPARISON_FILE",
            "COMPARISON_FILES"]
 
-COMPARISON_FILE = "comparison.json"
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # keys a grid or a run table may not set: they belong to the comparison, not to a run
 _NOT_PER_RUN = {"out", "name", "quiet"}
@@ -326,36 +325,3 @@ def _check_schedule(config: TrainConfig, label: str) -> None:
         parse(config.schedule)
     except SpecError as exc:
         raise LrlabError(f"run {label!r}: schedule {config.schedule!r}: {exc}") from None
-
-
-#: What a comparison directory of ours holds, besides the figures (``*.png``).
-COMPARISON_FILES = (COMPARISON_FILE, "runs", "logs", "report.md", "report.html", "summary.csv")
-
-
-def read_comparison(directory: Path) -> dict[str, Any]:
-    """``comparison.json`` of ``directory``, checked: LrlabError naming what is wrong."""
-    path = directory / COMPARISON_FILE
-    meta = read_json(path, dict)
-    runs = meta.get("runs")
-    if not isinstance(runs, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]
-            and isinstance(r.get("label"), str) for r in runs):
-        raise LrlabError(f"{path}: 'runs' must be a list of objects with a name and a label")
-    for r in runs:
-        if r["name"] in (".", "..") or "/" in r["name"] or "\\" in r["name"]:
-            raise LrlabError(f"{path}: run name {r['name']!r} is not a directory name")
-        seed = r.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise LrlabError(f"{path}: run {r['name']!r} has seed {seed!r}, expected an integer")
-    for key, kind in (("labels", list), ("notes", list), ("contrasts", list),
-                      ("failures", dict)):
-        if meta.get(key) is not None and not isinstance(meta[key], kind):
-            raise LrlabError(f"{path}: {key!r} must be a {'list' if kind is list else 'object'}"
-                             f", found a {type(meta[key]).__name__}")
-    for entry in meta.get("labels") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("label"), str):
-            raise LrlabError(f"{path}: each of 'labels' must be an object with a label")
-    for key in ("title", "source", "trace", "baseline"):
-        if meta.get(key) is not None and not isinstance(meta[key], str):
-            raise LrlabError(f"{path}: {key!r} must be a string")
-    return meta

@@ -27,7 +27,7 @@ from lrlab.files import atomic_file
 from lrlab.lab.report.observations import RunData, num, run_beta2
 
 __all__ = ["lr_curve", "mean_curve", "band_curve", "plot_lr", "plot_metric", "plot_sharpness",
-           "sharpness_key", "BAND"]
+           "sharpness_key", "BAND", "figure", "save"]
 
 #: what the shaded band of a metric plot shows (legends and captions say it)
 BAND = "min–max over seeds"
@@ -88,7 +88,10 @@ def mean_curve(runs: Sequence[RunData], key: str) -> tuple[list[int], list[float
     return xs, mean
 
 
-def _figure(n_labels: int) -> tuple[Any, Any]:
+def figure(n_labels: int) -> tuple[Any, Any]:
+    """A new report figure and its axes (matplotlib, Agg backend): 7.5 × 4.2 in at 110 dpi,
+    a light grid, no top or right spine, and a colour cycle of ``n_labels`` distinct colours
+    (tab10, or tab20 beyond ten). Finish it with :func:`save`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +106,10 @@ def _figure(n_labels: int) -> tuple[Any, Any]:
     return fig, ax
 
 
-def _save(fig: Any, ax: Any, path: Path, n: int) -> Path:
+def save(fig: Any, ax: Any, path: Path, n: int) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically, with no software stamp, so the same
+    figure gives the same bytes), close it and return ``path``. ``n``: how many labelled
+    series it has; with any, a legend (smaller, in two columns, beyond eight)."""
     import matplotlib.pyplot as plt
 
     if n:
@@ -118,7 +124,7 @@ def _save(fig: Any, ax: Any, path: Path, n: int) -> Path:
 
 def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
     """Overlaid LR curves, one per label (its first run with a config)."""
-    fig, ax = _figure(len(groups))
+    fig, ax = figure(len(groups))
     drawn, peaks = 0, []
     for label, runs in groups.items():
         curve = next((c for c in (lr_curve(r) for r in runs) if c is not None), None)
@@ -135,7 +141,7 @@ def plot_lr(groups: dict[str, list[RunData]], path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title("Learning rate")
-    return _save(fig, ax, path, drawn)
+    return save(fig, ax, path, drawn)
 
 
 def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: str,
@@ -143,7 +149,7 @@ def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: 
     """Per label, the mean over seeds of ``key`` (line) and its min–max over seeds (band),
     against the 1-based epoch (``log``: a log scale when the values span more than a factor
     of 20, e.g. a loss that blew up)."""
-    fig, ax = _figure(len(groups))
+    fig, ax = figure(len(groups))
     drawn = 0
     values: list[float] = []
     banded = False
@@ -167,7 +173,7 @@ def plot_metric(groups: dict[str, list[RunData]], key: str, title: str, ylabel: 
     ax.set_ylabel(ylabel)
     ax.set_title(title + (f"\nline: mean over seeds; band: {BAND}" if banded else ""),
                  fontsize=11)
-    return _save(fig, ax, path, drawn)
+    return save(fig, ax, path, drawn)
 
 
 def sharpness_key(runs: Sequence[RunData]) -> str | None:
@@ -182,7 +188,7 @@ def sharpness_key(runs: Sequence[RunData]) -> str | None:
 def plot_sharpness(groups: dict[str, list[RunData]], path: Path) -> Path:
     """Per label, the sharpness as a fraction of the stability threshold of the LR in use
     (mean over seeds, min–max band), on a log scale, with the edge of stability at 1."""
-    fig, ax = _figure(len(groups))
+    fig, ax = figure(len(groups))
     drawn = 0
     for label, runs in groups.items():
         key = sharpness_key(runs)
@@ -213,4 +219,4 @@ def plot_sharpness(groups: dict[str, list[RunData]], path: Path) -> Path:
     ax.set_ylabel("sharpness / threshold of the LR")
     ax.set_title("Sharpness as a fraction of its stability threshold (dashed: the edge, 1)\n"
                  f"line: mean over seeds; band: {BAND}", fontsize=11)
-    return _save(fig, ax, path, drawn)
+    return save(fig, ax, path, drawn)

@@ -19,18 +19,35 @@ final comparison's run records; nothing here chooses. Sections:
 The study's best validation value is the maximum over many trials and so is optimistic
 (the winner's curse); the retrained winner's mean validation accuracy over fresh seeds is
 shown next to it.
+
+Numbers are written as in the comparison report (:mod:`lrlab.lab.report.text`). P-values
+are :func:`~lrlab.lab.report.text.p_value`'s: three significant digits, ``< 0.0001`` below
+1e-4. Before, this report wrote three decimals, and below 0.001 one decimal of scientific
+notation: p = 0.0706 was ``0.071`` and is now ``0.0706``; p = 0.000421 was ``4.2e-04`` and
+is now ``0.000421``; p = 5e-6 was ``5.0e-06`` and is now ``< 0.0001``.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from lrlab.files import atomic_file
 from lrlab.lab.report import stats as st
-from lrlab.lab.report.build import Block, Report
+from lrlab.lab.report.document import Block, Report
+from lrlab.lab.report.plots import figure, save
+from lrlab.lab.report.text import (
+    NONE,
+    counts,
+    fixed,
+    interval,
+    mean_sd,
+    p_value,
+    setting,
+    signed,
+    signed_interval,
+)
 
 __all__ = ["write_tune_report", "schedule_family"]
 
@@ -40,19 +57,7 @@ def schedule_family(spec: str) -> str:
     space has one (a ``warmup`` key does not make a new family), else its schedule with the
     warmup's length blanked (``warmup(3ep) >> cosine()`` and ``warmup(5ep) >> cosine()`` are
     one family)."""
-    import re
-
     return re.sub(r"^warmup\([^)]*\)", "warmup(·)", spec.strip())
-
-
-def _fmt(v: float | None, digits: int = 4) -> str:
-    if v is None or not isinstance(v, int | float) or not math.isfinite(v):
-        return "—"
-    return f"{v:.{digits}f}"
-
-
-def _g(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def _trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -85,10 +90,8 @@ def _plot_sensitivity(rows: list[dict[str, Any]], metric: str, path: Path) -> Pa
            ("complete", "diverged", "pruned")]
     if not pts:
         return None
-    from lrlab.lab.report.plots import _figure, _save
-
     families = sorted({schedule_family(r["schedule"] or "?") for r in pts})
-    fig, ax = _figure(len(families))
+    fig, ax = figure(len(families))
     colors = ax._get_lines.get_next_color
     for fam in families:
         color = colors()
@@ -115,7 +118,7 @@ def _plot_sensitivity(rows: list[dict[str, Any]], metric: str, path: Path) -> Pa
     ax.set_ylabel(f"final {metric.replace('_', ' ')} (validation)")
     ax.set_title("LR sensitivity: ✕ diverged (counted at chance), ○ pruned (last value)",
                  fontsize=9)
-    return _save(fig, ax, path, len(families))
+    return save(fig, ax, path, len(families))
 
 
 def _plot_history(rows: list[dict[str, Any]], metric: str, maximize: bool,
@@ -123,9 +126,7 @@ def _plot_history(rows: list[dict[str, Any]], metric: str, maximize: bool,
     pts = sorted((r for r in rows if r["value"] is not None), key=lambda r: r["number"])
     if not pts:
         return None
-    from lrlab.lab.report.plots import _figure, _save
-
-    fig, ax = _figure(2)
+    fig, ax = figure(2)
     best, run = [], None
     for r in pts:
         if r["kind"] == "complete":
@@ -142,7 +143,7 @@ def _plot_history(rows: list[dict[str, Any]], metric: str, maximize: bool,
     ax.step([r["number"] for r in pts], best, where="post", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"final {metric.replace('_', ' ')} (validation)")
-    return _save(fig, ax, path, 4)
+    return save(fig, ax, path, 4)
 
 
 def _importances(study: Any) -> tuple[list[list[str]], str]:
@@ -157,7 +158,7 @@ def _importances(study: Any) -> tuple[list[list[str]], str]:
         imp = optuna.importance.get_param_importances(study)
     except Exception as exc:  # too few distinct values, a single parameter, ...
         return [], f"not computed: {' '.join(str(exc).split())[:200]}"
-    return [[k, f"{v:.3f}"] for k, v in imp.items()], (
+    return [[k, fixed(v, 3)] for k, v in imp.items()], (
         "fANOVA (Optuna's default importance evaluator) over the completed trials, "
         "diverged ones included at their chance value: the share of the objective's "
         "variance each parameter explains; a guide, not a test.")
@@ -165,99 +166,142 @@ def _importances(study: Any) -> tuple[list[list[str]], str]:
 
 def write_tune_report(study: Any, settings: Any, out: Path, storage_label: str,
                       final: dict[str, Any] | None, best: dict[str, Any] | None) -> Path:
-    """Write ``report.md``, ``report.html`` and the figures of a study into ``out``.
+    """Write ``report.md``, ``report.html`` and the figures of a study into ``out``; returns
+    the HTML page.
 
     ``settings`` is the study's ``TuneSettings``, ``best`` the tuner's pick (``number``,
     ``value``, ``settings``) and ``final`` its retraining (None when it did not run)."""
-    metric = settings.metric
-    maximize = settings.direction == "maximize"
     rows = _trial_rows(study)
-    kinds = Counter(r["kind"] for r in rows)
-    headline: list[str] = []
-    title = settings.title or f"Tuning study {settings.study!r}"
+    blocks = [_study_text(settings, storage_label, rows), *_final_section(final),
+              *_figures_section(rows, settings, out), *_families_section(rows, settings),
+              *_top_section(rows, settings), *_odd_section(rows), *_importances_section(study),
+              *_files_section(out, storage_label),
+              *[Block("p", text=note) for note in settings.notes]]
+    report = Report(settings.title or f"Tuning study {settings.study!r}",
+                    _headline(settings, rows, final, best), blocks)
+    return report.write(out)[1]
+
+
+def _headline(settings: Any, rows: list[dict[str, Any]], final: dict[str, Any] | None,
+              best: dict[str, Any] | None) -> list[str]:
+    """The best trial on validation and, after the finish, the tuned vs default test line."""
     if best is None:
-        headline.append(f"No trial has completed yet ({len(rows)} trials).")
+        lines = [f"No trial has completed yet ({len(rows)} trials)."]
     else:
-        shown = ", ".join(f"{k}={_g(v)}" for k, v in best["settings"].items())
-        headline.append(f"Best trial #{best['number']}: {metric} {best['value']:.4f} on the "
-                        f"validation split, with {shown}.")
+        shown = ", ".join(f"{k}={setting(v)}" for k, v in best["settings"].items())
+        lines = [f"Best trial #{best['number']}: {settings.metric} {best['value']:.4f} on the "
+                 f"validation split, with {shown}."]
     if final is not None:
         t, d, c = final["tuned_summary"], final["default_summary"], final["contrast"]
         tv, dv = st.summarize(final["tuned_val"]), st.summarize(final["default_val"])
         verdict = {"better": "better than", "worse": "worse than"}.get(
             c.verdict, "no clear difference from")
-        headline.append(
+        lines.append(
             f"Retrained on {len(final['seeds'])} fresh seeds: tuned test acc "
-            f"{_ms(t)} (95% CI {_ci(t)}) vs default {_ms(d)} ({_ci(d)}): {verdict} the "
-            f"default (Welch p = {_p(c.p)}, n = {t.n} and {d.n}). Validation on those seeds: "
-            f"{_ms(tv)} vs {_ms(dv)}.")
-    blocks: list[Block] = []
-    counts = ", ".join(f"{kinds[k]} {k}" for k in ("complete", "diverged", "pruned", "fail",
-                                                    "running", "waiting") if kinds.get(k))
-    blocks.append(Block("p", text=(
-        f"Study {settings.study!r} in {storage_label}: {len(rows)} trials ({counts}). "
-        f"Objective: final {metric} on the validation split "
+            f"{mean_sd(t)} (95% CI {interval(t)}) vs default {mean_sd(d)} ({interval(d)}): "
+            f"{verdict} the default (Welch p = {p_value(c.p)}, n = {t.n} and {d.n}). "
+            f"Validation on those seeds: {mean_sd(tv)} vs {mean_sd(dv)}.")
+    return lines
+
+
+def _study_text(settings: Any, storage_label: str, rows: list[dict[str, Any]]) -> Block:
+    """What the study is: where it is stored, its trials by state, objective, sampler."""
+    kinds = Counter(r["kind"] for r in rows)
+    states = counts(kinds, ("complete", "diverged", "pruned", "fail", "running", "waiting"))
+    maximize = settings.direction == "maximize"
+    return Block("p", text=(
+        f"Study {settings.study!r} in {storage_label}: {len(rows)} trials ({states}). "
+        f"Objective: final {settings.metric} on the validation split "
         f"({'maximised' if maximize else 'minimised'}); sampler {settings.sampler}, pruner "
-        f"{settings.pruner}. The test set is read only by the final retraining below.")))
+        f"{settings.pruner}. The test set is read only by the final retraining below."))
+
+
+def _final_section(final: dict[str, Any] | None) -> list[Block]:
+    """The retrained winner vs the default on fresh seeds, on the test set (none before the
+    finish ran)."""
+    if final is None:
+        return []
+    t, d, c = final["tuned_summary"], final["default_summary"], final["contrast"]
+    ci = "" if c.ci is None else f", 95% CI of the difference {signed_interval(c.ci)}"
+    return [Block("h2", text="Tuned vs default on the test set"),
+            Block("table", header=["", "n", "test acc mean ± sd", "95% CI",
+                                   "val acc mean ± sd"],
+                  rows=[["tuned", str(t.n), mean_sd(t), interval(t),
+                         mean_sd(st.summarize(final["tuned_val"]))],
+                        ["default", str(d.n), mean_sd(d), interval(d),
+                         mean_sd(st.summarize(final["default_val"]))]]),
+            Block("p", text=(
+                f"Difference {signed(c.diff)}{ci}; {_TESTS.get(c.test, c.test)}, p = "
+                f"{p_value(c.p)}: {c.verdict}. Procedure: the study chose on validation (one "
+                f"seed per trial); the winner and the default were then each trained on seeds "
+                f"{final['seeds'][0]}–{final['seeds'][-1]} (never used by the search) and "
+                f"their test accuracies read once. Runs and their own report: "
+                f"{final.get('report')}."))]
+
+
+def _figures_section(rows: list[dict[str, Any]], settings: Any, out: Path) -> list[Block]:
+    """The LR-sensitivity and trial-history figures, written into ``out``."""
     figs = []
-    p = _plot_sensitivity(rows, metric, out / "lr_sensitivity.png")
-    if p is not None:
-        figs.append(Block("img", text="validation metric vs LR", image=p))
-    p = _plot_history(rows, metric, maximize, out / "trial_history.png")
-    if p is not None:
-        figs.append(Block("img", text="trial history", image=p))
-    if final is not None:
-        t, d, c = final["tuned_summary"], final["default_summary"], final["contrast"]
-        blocks.append(Block("h2", text="Tuned vs default on the test set"))
-        blocks.append(Block("table", header=["", "n", "test acc mean ± sd", "95% CI",
-                                             "val acc mean ± sd"],
-                            rows=[["tuned", str(t.n), _ms(t), _ci(t),
-                                   _ms(st.summarize(final["tuned_val"]))],
-                                  ["default", str(d.n), _ms(d), _ci(d),
-                                   _ms(st.summarize(final["default_val"]))]]))
-        diff = "—" if c.diff is None else f"{c.diff:+.4f}"
-        ci = "" if c.ci is None else f", 95% CI of the difference [{c.ci[0]:+.4f}, " \
-            f"{c.ci[1]:+.4f}]"
-        blocks.append(Block("p", text=(
-            f"Difference {diff}{ci}; {_TESTS.get(c.test, c.test)}, p = {_p(c.p)}: "
-            f"{c.verdict}. Procedure: "
-            f"the study chose on validation (one seed per trial); the winner and the "
-            f"default were then each trained on seeds {final['seeds'][0]}–"
-            f"{final['seeds'][-1]} (never used by the search) and their test accuracies "
-            f"read once. Runs and their own report: {final.get('report')}.")))
-    blocks.append(Block("h2", text="LR sensitivity and trial history"))
-    blocks += figs or [Block("p", text="No finished trial to plot yet.")]
-    fam_rows = _families(rows, maximize)
-    if fam_rows:
-        blocks.append(Block("h2", text="By schedule family"))
-        blocks.append(Block("table", header=["schedule", "trials", "diverged", "pruned",
-                                             f"best {metric}", "at LR"], rows=fam_rows))
-        if settings.balance:
-            blocks.append(Block("p", text=f"Trials were balanced over {settings.balance}: "
-                                "each family got the same budget, up to one trial."))
+    path = _plot_sensitivity(rows, settings.metric, out / "lr_sensitivity.png")
+    if path is not None:
+        figs.append(Block("img", text="validation metric vs LR", image=path))
+    path = _plot_history(rows, settings.metric, settings.direction == "maximize",
+                         out / "trial_history.png")
+    if path is not None:
+        figs.append(Block("img", text="trial history", image=path))
+    return [Block("h2", text="LR sensitivity and trial history"),
+            *(figs or [Block("p", text="No finished trial to plot yet.")])]
+
+
+def _families_section(rows: list[dict[str, Any]], settings: Any) -> list[Block]:
+    """A row per schedule family (none with fewer than two families)."""
+    fam_rows = _families(rows, settings.direction == "maximize")
+    if not fam_rows:
+        return []
+    blocks = [Block("h2", text="By schedule family"),
+              Block("table", header=["schedule", "trials", "diverged", "pruned",
+                                     f"best {settings.metric}", "at LR"], rows=fam_rows)]
+    if settings.balance:
+        blocks.append(Block("p", text=f"Trials were balanced over {settings.balance}: each "
+                            "family got the same budget, up to one trial."))
+    return blocks
+
+
+def _top_section(rows: list[dict[str, Any]], settings: Any) -> list[Block]:
+    """The ten best completed trials on validation, with their settings."""
     top = sorted((r for r in rows if r["kind"] == "complete"), key=lambda r: r["value"],
-                 reverse=maximize)[:10]
-    if top:
-        blocks.append(Block("h2", text="Top trials (validation)"))
-        keys = settings.space.keys()
-        blocks.append(Block("table", header=["trial", metric, *keys],
-                            rows=[[str(r["number"]), _fmt(r["value"]),
-                                   *[_g(r["settings"].get(k, "—")) for k in keys]]
-                                  for r in top]))
+                 reverse=settings.direction == "maximize")[:10]
+    if not top:
+        return []
+    keys = settings.space.keys()
+    return [Block("h2", text="Top trials (validation)"),
+            Block("table", header=["trial", settings.metric, *keys],
+                  rows=[[str(r["number"]), fixed(r["value"]),
+                         *[setting(r["settings"].get(k, NONE)) for k in keys]] for r in top])]
+
+
+def _odd_section(rows: list[dict[str, Any]]) -> list[Block]:
+    """The trials that diverged, were pruned or failed, and why."""
     odd = [r for r in rows if r["kind"] in ("diverged", "pruned", "fail")]
-    if odd:
-        blocks.append(Block("h2", text="Diverged, pruned and failed trials"))
-        blocks.append(Block("table", header=["trial", "state", "LR", "schedule", "detail"],
-                            rows=[[str(r["number"]), r["kind"], _g(r["lr"]) if r["lr"]
-                                   else "—", r["schedule"] or "—", _detail(r, rows)]
-                                  for r in sorted(odd, key=lambda r: r["number"])],
-                            plain=True))
+    if not odd:
+        return []
+    return [Block("h2", text="Diverged, pruned and failed trials"),
+            Block("table", header=["trial", "state", "LR", "schedule", "detail"],
+                  rows=[[str(r["number"]), r["kind"], setting(r["lr"]) if r["lr"] else NONE,
+                         r["schedule"] or NONE, _detail(r, rows)]
+                        for r in sorted(odd, key=lambda r: r["number"])], plain=True)]
+
+
+def _importances_section(study: Any) -> list[Block]:
+    """Optuna's parameter importances, or why there are none."""
     imp, note = _importances(study)
-    blocks.append(Block("h2", text="Parameter importances"))
-    if imp:
-        blocks.append(Block("table", header=["parameter", "importance"], rows=imp))
-    blocks.append(Block("p", text=note))
-    blocks.append(Block("h2", text="Files"))
+    return [Block("h2", text="Parameter importances"),
+            *([Block("table", header=["parameter", "importance"], rows=imp)] if imp else []),
+            Block("p", text=note)]
+
+
+def _files_section(out: Path, storage_label: str) -> list[Block]:
+    """The winning settings' file, and how to browse the study."""
     items = [f"{out / 'best.toml'}: the winning settings (lrlab train --config best.toml)"]
     if str(storage_label).startswith("sqlite:///"):
         items.append(f"browse the study: pip install optuna-dashboard && optuna-dashboard "
@@ -265,15 +309,7 @@ def write_tune_report(study: Any, settings: Any, out: Path, storage_label: str,
     else:
         items.append(f"browse the study: pip install optuna-dashboard && optuna-dashboard "
                      f"'{storage_label}' (journal storages: optuna-dashboard FILE)")
-    blocks.append(Block("ul", items=items))
-    for note in settings.notes:
-        blocks.append(Block("p", text=note))
-    report = Report(title, headline, blocks, [])
-    md, page = out / "report.md", out / "report.html"
-    for path, text in ((md, report.markdown()), (page, report.html())):
-        with atomic_file(path) as fh:
-            fh.write(text)
-    return page
+    return [Block("h2", text="Files"), Block("ul", items=items)]
 
 
 _TESTS = {"welch": "Welch's t-test", "permutation": "exact permutation test",
@@ -282,9 +318,9 @@ _TESTS = {"welch": "Welch's t-test", "permutation": "exact permutation test",
 
 def _detail(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     if r["kind"] == "diverged":
-        return f"diverged at update {r['diverged_at']}; counted at chance {_fmt(r['value'])}"
+        return f"diverged at update {r['diverged_at']}; counted at chance {fixed(r['value'])}"
     if r["kind"] == "pruned":
-        return f"stopped by the pruner; last reported value {_fmt(r['last'])}"
+        return f"stopped by the pruner; last reported value {fixed(r['last'])}"
     again = [x["number"] for x in rows if x["retry_of"] == r["number"]]
     why = "its worker stopped (interrupted or killed)" if r["status"] in (None, "interrupted") \
         else f"run status {r['status']}"
@@ -304,23 +340,7 @@ def _families(rows: list[dict[str, Any]], maximize: bool) -> list[list[str]]:
         best = (max if maximize else min)(done, key=lambda r: r["value"]) if done else None
         out.append([fam, str(len(rs)), str(sum(r["kind"] == "diverged" for r in rs)),
                     str(sum(r["kind"] == "pruned" for r in rs)),
-                    _fmt(best["value"]) if best else "—",
-                    _g(best["lr"]) if best and best["lr"] else "—"])
+                    fixed(best["value"]) if best else NONE,
+                    setting(best["lr"]) if best and best["lr"] else NONE])
     out.sort(key=lambda row: row[4], reverse=maximize)
     return out
-
-
-def _ms(s: st.Summary) -> str:
-    if s.n == 0 or s.mean is None:
-        return "—"
-    return f"{s.mean:.4f}" + (f" ± {s.sd:.4f}" if s.sd is not None else "")
-
-
-def _ci(s: st.Summary) -> str:
-    if s.ci is None:
-        return "—"
-    return f"[{s.ci[0]:.4f}, {s.ci[1]:.4f}]"
-
-
-def _p(p: float | None) -> str:
-    return "—" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
