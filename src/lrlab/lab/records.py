@@ -8,6 +8,9 @@
   and final test accuracy, time, throughput (atomically replaced).
 - ``events.jsonl``: diagnostics as they happen (divergence, not learning, warnings).
 
+What stopped a diverged run (:class:`Divergence`) is written twice: as the fields of its
+``diverged`` event and as ``summary.json``'s ``diverged_at``.
+
 Readers skip a torn last line of a JSONL file (a run killed mid-write) and refuse, with one
 line naming the file, anything else that is not what lrlab writes: a JSON value of the wrong
 type, a metrics row without an integer epoch, epochs out of order.
@@ -22,6 +25,7 @@ import json
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from lrlab.errors import LrlabError
 from lrlab.files import atomic_file
 
 __all__ = ["RunRecords", "RunLock", "read_jsonl", "write_json_atomic", "read_json",
-           "check_metrics", "FINISHED"]
+           "check_metrics", "FINISHED", "Divergence"]
 
 
 def _clean(obj: Any) -> Any:
@@ -106,6 +110,73 @@ def check_metrics(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]
             raise LrlabError(f"{path}: row {i + 1} is epoch {epoch}, expected {i} (each epoch "
                              "once, in order): was the run written by two processes?")
     return rows
+
+
+def _number(value: Any) -> float | None:
+    """A recorded number as a float ("nan"/"inf" strings too, see ``_clean``); else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What stopped a diverged run, as its records hold it.
+
+    ``cause`` is ``nonfinite`` (a NaN/inf update loss), ``explosion`` (an update loss far
+    above the first one's), ``nonfinite-eval`` (a NaN/inf evaluation loss; ``metric`` names
+    it: ``test_loss`` or ``val_loss``) or ``collapse`` (back at chance level after learning;
+    see ``lrlab.lab.train.health``). ``epoch`` is 0-based; ``update`` counts the run's
+    updates (None when a collapse could not be dated); ``lr`` is the LR of that update (or
+    epoch); ``loss`` the loss that gave it away; ``loss_before`` the train loss of the epoch
+    before (None in the first epoch).
+
+    A record written by lrlab has every field but ``metric`` (only ``nonfinite-eval``) and
+    ``loss_before``; one read back from older records may lack any (None).
+    """
+
+    cause: str | None
+    epoch: int | None
+    update: int | None
+    lr: float | None
+    loss: float | None
+    loss_before: float | None = None
+    metric: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the records: keys ``cause, epoch, update, lr, loss``, then
+        ``metric`` when there is one, then ``loss_before``, in that order."""
+        out: dict[str, Any] = {"cause": self.cause, "epoch": self.epoch, "update": self.update,
+                               "lr": self.lr, "loss": self.loss}
+        if self.metric is not None:
+            out["metric"] = self.metric
+        out["loss_before"] = self.loss_before
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Divergence:
+        """Read a record (``summary["diverged_at"]`` or a ``diverged`` event's fields).
+
+        Tolerant of what older lrlab versions wrote: the cause under ``kind`` (an early
+        draft) or missing, numbers as the strings "nan"/"inf", missing fields (None). Keys
+        it does not know are ignored; an event's own ``kind`` and ``message`` are not the
+        record's, so leave them out."""
+        cause = data.get("cause", data.get("kind"))
+        epoch, update, metric = data.get("epoch"), data.get("update"), data.get("metric")
+        return cls(
+            cause=str(cause) if cause is not None else None,
+            epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            update=update if isinstance(update, int) and not isinstance(update, bool) else None,
+            lr=_number(data.get("lr")), loss=_number(data.get("loss")),
+            loss_before=_number(data.get("loss_before")),
+            metric=str(metric) if metric is not None else None)
 
 
 LOCK_NAME = ".lock"

@@ -400,10 +400,10 @@ def test_summary_after_a_double_ctrl_c_counts_the_epochs_written(tmp_path, mnist
                                                                  monkeypatch):
     """A second Ctrl-C interrupts at once (here: while the checkpoint after epoch 2 is
     written): summary.json must say interrupted with the 3 epochs metrics.jsonl holds."""
-    from lrlab.lab.train import trainer
+    from lrlab.lab.train.session import RunSession
 
     calls = []
-    real = trainer._Trainer._checkpoint
+    real = RunSession.write_checkpoint
 
     def second_ctrl_c(self, *args, **kw):
         calls.append(1)
@@ -411,7 +411,7 @@ def test_summary_after_a_double_ctrl_c_counts_the_epochs_written(tmp_path, mnist
             raise KeyboardInterrupt
         return real(self, *args, **kw)
 
-    monkeypatch.setattr(trainer._Trainer, "_checkpoint", second_ctrl_c)
+    monkeypatch.setattr(RunSession, "write_checkpoint", second_ctrl_c)
     cfg = _cfg(tmp_path, mnist_dir, epochs=5, schedule="constant()")
     with pytest.raises(KeyboardInterrupt):
         train(cfg)

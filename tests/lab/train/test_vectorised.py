@@ -59,11 +59,11 @@ def float64(monkeypatch):
 def trace(monkeypatch):
     """Every run's parameters after every update, by run name, for both paths."""
     seen: dict[str, list[list[torch.Tensor]]] = defaultdict(list)
-    lone_update = trainer._Trainer._update
+    lone_update = trainer._LoneLoop._update
 
     def lone(self, *args, **kw):
         out = lone_update(self, *args, **kw)
-        seen[self.config.name].append([p.detach().clone() for p in self.params])
+        seen[self.session.config.name].append([p.detach().clone() for p in self.session.params])
         return out
 
     stack_update = vectorised._Stack.update
@@ -74,7 +74,7 @@ def trace(monkeypatch):
             seen[m.name].append([p[k].detach().clone() for p in self.params])
         return out
 
-    monkeypatch.setattr(trainer._Trainer, "_update", lone)
+    monkeypatch.setattr(trainer._LoneLoop, "_update", lone)
     monkeypatch.setattr(vectorised._Stack, "update", stacked)
     return seen
 
@@ -238,7 +238,7 @@ def test_a_lone_run_resumes_a_vectorised_member_and_vice_versa(tmp_path, mnist_d
     _close(_rows(resumed.path), _rows(lone.path), 1e-10)
     # a lone run interrupted mid-epoch, resumed by a group of one
     cfg = _cfg(tmp_path / "vec2", mnist_dir, "adamw", epochs=2)
-    lone_update = trainer._Trainer._update
+    lone_update = trainer._LoneLoop._update
     calls["n"] = 0
 
     def lone_ctrl_c_after_5(self, *args, **kw):
@@ -248,9 +248,9 @@ def test_a_lone_run_resumes_a_vectorised_member_and_vice_versa(tmp_path, mnist_d
             signal.raise_signal(signal.SIGINT)
         return out
 
-    monkeypatch.setattr(trainer._Trainer, "_update", lone_ctrl_c_after_5)
+    monkeypatch.setattr(trainer._LoneLoop, "_update", lone_ctrl_c_after_5)
     assert train(cfg).status == "interrupted"
-    monkeypatch.setattr(trainer._Trainer, "_update", lone_update)
+    monkeypatch.setattr(trainer._LoneLoop, "_update", lone_update)
     (res,) = train_group([cfg])
     ref = train(dataclasses.replace(cfg, out=str(tmp_path / "lone2")))
     assert res.status == "ok"

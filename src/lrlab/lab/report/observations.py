@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrlab.lab.records import Divergence
+
 __all__ = ["RunData", "TraceRow", "num", "trace_rows", "observations", "has_warmup",
            "warmup_length", "run_beta2", "divergence", "divergence_cause", "divergence_text",
            "SPIKE",
@@ -201,8 +203,8 @@ def trace_rows(run: RunData) -> list[TraceRow]:
     warm = warmup_length(run.config)
     best = run.best()
     stop = divergence(run)
-    collapse_epoch = int(stop["epoch"]) + 1 if stop and divergence_cause(stop) == "collapse" \
-        and isinstance(stop.get("epoch"), int) else None
+    collapse_epoch = stop.epoch + 1 if stop is not None and stop.cause == "collapse" \
+        and stop.epoch is not None else None
     rows: list[TraceRow] = []
     prev_lr: float | None = None
     prev_loss: float | None = None
@@ -299,57 +301,64 @@ def observations(run: RunData, rows: list[TraceRow] | None = None) -> list[str]:
     return notes
 
 
-def divergence(run: RunData) -> dict[str, Any] | None:
-    """What stopped a diverged run (``summary["diverged_at"]``, else its ``diverged`` event):
-    its cause (see :func:`divergence_cause`), 0-based ``epoch``, ``update`` (may be None),
-    ``lr``, ``loss`` and ``loss_before``."""
+def divergence(run: RunData) -> Divergence | None:
+    """What stopped a diverged run (``summary["diverged_at"]``, else its ``diverged`` event),
+    read as a :class:`~lrlab.lab.records.Divergence` (its cause, 0-based ``epoch``,
+    ``update``, ``lr``, ``loss``, ``loss_before``; any may be None in older records)."""
     if run.status != "diverged":
         return None
     d = (run.summary or {}).get("diverged_at")
     if isinstance(d, dict) and d:
-        return d
+        return Divergence.from_dict(d)
     ev = next((e for e in reversed(run.events) if e.get("kind") == "diverged"), None)
     if ev is None:
         return None
-    return {k: v for k, v in ev.items() if k not in ("kind", "message", "time")}
+    return Divergence.from_dict({k: v for k, v in ev.items()
+                                 if k not in ("kind", "message", "time")})
 
 
-def divergence_cause(d: dict[str, Any] | None) -> str | None:
+def _as_divergence(d: Divergence | dict[str, Any] | None) -> Divergence | None:
+    """A record as a Divergence: a dict (``diverged_at`` as read) is read by ``from_dict``;
+    None or an empty dict is no record."""
+    if isinstance(d, dict):
+        return Divergence.from_dict(d) if d else None
+    return d
+
+
+def divergence_cause(d: Divergence | dict[str, Any] | None) -> str | None:
     """``nonfinite``, ``explosion``, ``nonfinite-eval`` or ``collapse`` (None in records older
     than the cause). The record names it ``cause`` (``kind`` in an early draft of it)."""
-    if not d:
-        return None
-    cause = d.get("cause", d.get("kind"))
-    return str(cause) if cause is not None else None
+    d = _as_divergence(d)
+    return d.cause if d is not None else None
 
 
-def _where(d: dict[str, Any]) -> str:
+def _where(d: Divergence) -> str:
     """ "epoch E (update U, LR x)" with E 1-based; the update left out when unknown."""
-    epoch = d.get("epoch")
-    inner = [f"update {d['update']}"] if d.get("update") is not None else []
-    inner.append(f"LR {_f(num(d.get('lr')), '.4g')}")
-    head = f"epoch {int(epoch) + 1}" if isinstance(epoch, int) else "an unknown epoch"
+    inner = [f"update {d.update}"] if d.update is not None else []
+    inner.append(f"LR {_f(d.lr, '.4g')}")
+    head = f"epoch {d.epoch + 1}" if d.epoch is not None else "an unknown epoch"
     return f"{head} ({', '.join(inner)})"
 
 
-def divergence_text(d: dict[str, Any] | None) -> str:
+def divergence_text(d: Divergence | dict[str, Any] | None) -> str:
     """A short description of a divergence for a summary note (no final period)."""
-    if not d:
+    d = _as_divergence(d)
+    if d is None:
         return "diverged"
-    if divergence_cause(d) == "collapse":
+    if d.cause == "collapse":
         return (f"collapsed after learning at {_where(d)}: train loss "
-                f"{_f(num(d.get('loss_before')), '.4g')} → {_f(num(d.get('loss')), '.4g')}")
-    return f"diverged at {_where(d)}: loss {_f(num(d.get('loss')), '.4g')}"
+                f"{_f(d.loss_before, '.4g')} → {_f(d.loss, '.4g')}")
+    return f"diverged at {_where(d)}: loss {_f(d.loss, '.4g')}"
 
 
-def _divergence_observation(d: dict[str, Any] | None, rows: list[TraceRow]) -> str:
-    if not d:
+def _divergence_observation(d: Divergence | None, rows: list[TraceRow]) -> str:
+    if d is None:
         return "Diverged: the loss became non-finite and the run stopped."
-    kind = divergence_cause(d)
-    loss, before = num(d.get("loss")), num(d.get("loss_before"))
+    kind = d.cause
+    loss, before = d.loss, d.loss_before
     if kind == "collapse":
-        epoch = d.get("epoch")
-        learned = [r for r in rows if r.train_loss is not None and isinstance(epoch, int)
+        epoch = d.epoch
+        learned = [r for r in rows if r.train_loss is not None and epoch is not None
                    and math.isfinite(r.train_loss) and r.epoch <= epoch]
         text = (f"Collapsed after learning at {_where(d)}: train loss {_f(before, '.4g')} → "
                 f"{_f(loss, '.4g')}, back at chance level or above")
@@ -359,7 +368,7 @@ def _divergence_observation(d: dict[str, Any] | None, rows: list[TraceRow]) -> s
                      f"{low.epoch}), so this is a divergence, not a failure to learn")
         return text + ". The run stopped there."
     if kind == "nonfinite-eval":
-        metric = str(d.get("metric", "evaluation loss")).replace("_", " ")
+        metric = (d.metric if d.metric is not None else "evaluation loss").replace("_", " ")
         return (f"Diverged at {_where(d)}: the {metric} became {_f(loss)} after the epoch's "
                 "last update, and the run stopped there.")
     what = {"nonfinite": "the loss became non-finite",

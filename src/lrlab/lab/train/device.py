@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from lrlab.errors import LrlabError
 
-__all__ = ["select_device", "autocast_dtype", "run_environment", "ENVIRONMENT_KEYS"]
+__all__ = ["select_device", "autocast_dtype", "autocast", "run_environment", "ENVIRONMENT_KEYS"]
 
 #: What decides whether a seed reproduces bit for bit (recorded in each run's config.json).
 ENVIRONMENT_KEYS = ("torch", "python", "numpy", "platform", "cpu", "cpu_count", "threads",
@@ -49,6 +50,15 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None
+             ) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device`` (see :func:`autocast_dtype`); with
+    ``dtype`` None, nothing (full precision)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _cpu_model() -> str:

@@ -9,19 +9,20 @@ losses is each one's own), and :mod:`lrlab.optim.stacked` updates them with each
 own LR (read from its own optimizer's param groups, moved by its own ``Scheduler``), weight
 decay and hyper-parameters. K small kernels become one large one.
 
-Each member stays a run of its own, through the one-run trainer's own code
-(``lrlab.lab.train.trainer``): it is set up by the same ``build_run`` with its seed (so its initial
-weights are those a lone run has), its epoch ``e`` takes the batches of
-``epoch_permutation(n, seed, e)``, and after every update its own sums, health, divergence
-check and schedule step are booked by the trainer's ``_after_update``; after every epoch the
-trainer's ``_close_epoch`` evaluates it on its own model (the member's weights copied
-back), writes its metrics row, checks collapse and evaluation NaNs, steps per-epoch and
-plateau schedules and writes its checkpoint (the optimizer state handed back in
-torch's layout, the RNG state the lone run would hold). A member that diverges is recorded
-as diverged at its update and leaves the stack; the others go on. Ctrl-C or SIGTERM
-checkpoints every member where it is. So the run directories are those a lone run writes
-(a lone ``lrlab train --resume`` continues a member, and this runner resumes lone runs) but
-for one event, ``vectorised``, that names the group.
+Each member stays a run of its own, booked by its own
+:class:`lrlab.lab.train.session.RunSession` (the one the one-run loop of
+``lrlab.lab.train.trainer`` drives): it is set up by the same ``build_run`` with its seed (so
+its initial weights are those a lone run has), its epoch ``e`` takes the batches of
+``RunSession.begin_epoch`` (``epoch_permutation(n, seed, e)``), and after every update its
+own sums, health, divergence check and schedule step are booked by
+``RunSession.after_update``; after every epoch ``RunSession.close_epoch`` evaluates it on its
+own model (the member's weights copied back), writes its metrics row, checks collapse and
+evaluation NaNs, steps per-epoch and plateau schedules and writes its checkpoint (the
+optimizer state handed back in torch's layout, the RNG state the lone run would hold). A
+member that diverges is recorded as diverged at its update and leaves the stack; the others
+go on. Ctrl-C or SIGTERM checkpoints every member where it is. So the run directories are
+those a lone run writes (a lone ``lrlab train --resume`` continues a member, and this runner
+resumes lone runs) but for one event, ``vectorised``, that names the group.
 
 Which runs may share a stack (:func:`vectorise_reason`, :func:`group_key`, both pure
 functions of the configs): the lab's LeNet and MLP (no dropout, no batch norm: a vmapped
@@ -33,8 +34,8 @@ in its own process (``lrlab.lab.compare.runner``).
 
 Numbers: batched kernels sum in another order than the lone ones, so in float32 a member
 drifts from its lone twin by rounding (measured in the README); in float64 the two agree to
-1e-10 (``tests/test_lab_vectorised.py``). On CUDA the same code runs (bf16 autocast as the
-trainer), untested on a GPU so far.
+1e-10 (``tests/lab/train/test_vectorised.py``). On CUDA the same code runs (bf16 autocast as the
+one-run loop), untested on a GPU so far.
 """
 
 from __future__ import annotations
@@ -49,16 +50,11 @@ import torch.nn.functional as F
 
 from lrlab.errors import LrlabError
 from lrlab.lab.data.targets import at_least_float32
+from lrlab.lab.records import Divergence
 from lrlab.lab.train.config import SEQUENCE_DATASETS, TrainConfig
+from lrlab.lab.train.device import autocast
 from lrlab.lab.train.distributed import DistContext
-from lrlab.lab.train.trainer import (
-    EpochSums,
-    Health,
-    RunResult,
-    _autocast,
-    _StopFlag,
-    _Trainer,
-)
+from lrlab.lab.train.session import RunResult, RunSession, StopFlag
 from lrlab.optim.stacked import STACKED_KINDS, StackedOptimizer, member_hyper
 from lrlab.rng import capture_rng_state, restore_rng_state
 
@@ -71,12 +67,17 @@ VECTORISED_MODELS = ("lenet", "mlp")
 _SEEDED_DATA = ("blobs",)
 
 
+def _dataset_key(config: TrainConfig) -> str:
+    """The config's dataset name as ``TrainConfig`` compares it (case, ``_`` and ``-``)."""
+    return str(config.dataset).strip().lower().replace("_", "-")
+
+
 def vectorise_reason(config: TrainConfig) -> str | None:
     """Why the run ``config`` cannot train in a stack (one short phrase), or None if it can."""
     model = config.resolved_model().strip().lower()
     if model not in VECTORISED_MODELS:
         return f"model {model}"
-    if config._dataset_key() in SEQUENCE_DATASETS:
+    if _dataset_key(config) in SEQUENCE_DATASETS:
         return f"dataset {config.dataset} (targets per position)"
     if str(config.optimizer).strip().lower() not in STACKED_KINDS:
         return f"optimizer {config.optimizer}"
@@ -117,8 +118,8 @@ def group_key(config: TrainConfig) -> tuple[Any, ...]:
     """Runs with equal keys may share a stack: the same data, model, batch size, number of
     updates, device and precision (they may differ in seed, optimizer, LR, schedule, weight
     decay, hyper-parameters and param groups)."""
-    data_seed = config.seed if config._dataset_key() in _SEEDED_DATA else None
-    return (config._dataset_key(), config.data_dir, config.limit, config.val_size,
+    data_seed = config.seed if _dataset_key(config) in _SEEDED_DATA else None
+    return (_dataset_key(config), config.data_dir, config.limit, config.val_size,
             config.pixels, config.context, data_seed, config.resolved_model(), config.hidden,
             config.batch_size, config.epochs, config.device, config.amp, config.threads)
 
@@ -240,24 +241,21 @@ def stacked_sequential(model: torch.nn.Sequential, params: dict[str, torch.Tenso
 # -- the group trainer --------------------------------------------------------------------
 @dataclass
 class _Member:
-    """One run of the stack: its trainer (the one-run code) and what its loop keeps."""
+    """One run of the stack: its session (the run's books), where it starts, and the RNG
+    state its lone run would hold (the stack draws no random numbers of its own)."""
 
-    trainer: _Trainer
+    session: RunSession
     epoch: int = 0
     update: int = 0
-    sums: EpochSums = field(default_factory=EpochSums)
-    elapsed: float = 0.0
-    health: Health = field(default_factory=Health)
-    rows: list[dict[str, Any]] = field(default_factory=list)
     rng: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return self.trainer.records.path.name
+        return self.session.records.path.name
 
     @property
     def kind(self) -> str:
-        return str(self.trainer.config.optimizer).strip().lower()
+        return str(self.session.config.optimizer).strip().lower()
 
 
 class _Stack:
@@ -266,7 +264,7 @@ class _Stack:
     def __init__(self, members: list[_Member]) -> None:
         # members of one optimizer kind sit next to each other: one stacked rule per slice
         self.members = sorted(members, key=lambda m: STACKED_KINDS.index(m.kind))
-        first = self.members[0].trainer
+        first = self.members[0].session
         self.device, self.amp, self.batch = first.device, first.amp, first.global_batch
         self.updates_per_epoch = first.updates_per_epoch
         self.template = first.model  # functional_call reads its structure, not its weights
@@ -274,13 +272,12 @@ class _Stack:
         self.sequential = sequential_supported(first.model)
         data = first.data
         for m in self.members[1:]:  # train_group shared one copy of the same data
-            t = m.trainer
-            if t.data is not data:
+            if m.session.data is not data:
                 raise LrlabError(f"run {m.name} does not train on the same data as "
                                  f"{self.members[0].name}; it cannot share their stack")
         self.x, self.y = data.x_train, data.y_train
         with torch.no_grad():
-            self.params = [torch.stack([m.trainer.params[j].detach() for m in self.members])
+            self.params = [torch.stack([m.session.params[j].detach() for m in self.members])
                            for j in range(len(self.names))]
         self._build_rules()
 
@@ -288,9 +285,9 @@ class _Stack:
         """Per-parameter group indices and weight decays, and one stacked rule per kind."""
         gid, wd = [], []
         for m in self.members:
-            opt = m.trainer.optimizer
+            opt = m.session.optimizer
             where = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
-            gid.append([where[id(p)] for p in m.trainer.params])
+            gid.append([where[id(p)] for p in m.session.params])
             wd.append([float(opt.param_groups[i]["weight_decay"]) for i in gid[-1]])
         self.gid = torch.tensor(gid, dtype=torch.long)
         self.wd = torch.tensor(wd, dtype=torch.float64)
@@ -302,11 +299,11 @@ class _Stack:
             while stop < len(self.members) and self.members[stop].kind == kind:
                 stop += 1
             part = self.members[start:stop]
-            hyper = [member_hyper(kind, m.trainer.optimizer.param_groups[0]) for m in part]
+            hyper = [member_hyper(kind, m.session.optimizer.param_groups[0]) for m in part]
             with torch.no_grad():
                 rule = StackedOptimizer(kind, [p[start:stop] for p in self.params], hyper)
-            rule.load_member_states([[m.trainer.optimizer.state.get(p, {})
-                                      for p in m.trainer.params] for m in part])
+            rule.load_member_states([[m.session.optimizer.state.get(p, {})
+                                      for p in m.session.params] for m in part])
             self.rules.append((start, stop, rule))
             start = stop
 
@@ -314,7 +311,7 @@ class _Stack:
     def update(self, idx: torch.Tensor) -> list[tuple[float, float, float]]:
         """Train every member on its batch ``idx[k]`` (indices ``[K, b]`` into the training
         set); returns each member's (mean loss, correct, gradient norm)."""
-        lrs = [[float(g["lr"]) for g in m.trainer.optimizer.param_groups]
+        lrs = [[float(g["lr"]) for g in m.session.optimizer.param_groups]
                for m in self.members]
         width = max(len(r) for r in lrs)  # members may have different numbers of groups
         groups = torch.tensor([r + [0.0] * (width - len(r)) for r in lrs], dtype=torch.float64)
@@ -327,7 +324,7 @@ class _Stack:
         def forward(params: list[torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(template, dict(zip(names, params)), (xb,))
 
-        with _autocast(self.device, self.amp):
+        with autocast(self.device, self.amp):
             if self.sequential:
                 out = stacked_sequential(template, dict(zip(names, ps)), x)
             else:
@@ -355,10 +352,10 @@ class _Stack:
         optimizer (for its evaluation and checkpoint)."""
         m = self.members[k]
         start, _, rule = next(r for r in self.rules if r[0] <= k < r[1])
-        opt = m.trainer.optimizer
+        opt = m.session.optimizer
         scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
         with torch.no_grad():
-            for j, p in enumerate(m.trainer.params):
+            for j, p in enumerate(m.session.params):
                 p.copy_(self.params[j][k])
                 state = rule.member_state(k - start, j, scalar)
                 if state:
@@ -387,50 +384,40 @@ class _Stack:
         self.wd = self.wd.index_select(0, keep_t)
 
 
-def _close(m: _Member, epoch: int, outcome: dict[str, Any] | None, train_time: float
-           ) -> dict[str, Any]:
-    """The trainer's end of epoch for one member; its own time is the stack's training time
+def _close(m: _Member, epoch: int, outcome: Divergence | None, train_time: float
+           ) -> Divergence | None:
+    """The session's end of epoch for one member; its own time is the stack's training time
     plus its own evaluation."""
     restore_rng_state(m.rng)  # the checkpoint holds the RNG state the lone run would hold
     t0 = time.perf_counter() - train_time
-    stop, m.elapsed = m.trainer._close_epoch(epoch, m.sums, outcome, t0, m.elapsed, m.rows,
-                                             m.health, None)
-    return stop
+    return m.session.close_epoch(epoch, outcome, t0)
 
 
-def _train_stack(stack: _Stack, flag: _StopFlag, results: dict[str, RunResult]) -> None:
+def _train_stack(stack: _Stack, flag: StopFlag, results: dict[str, RunResult]) -> None:
     """Train the members of ``stack`` to the end (or to Ctrl-C): see the module docstring."""
     first = stack.members[0]
-    epochs = first.trainer.config.epochs
+    epochs = first.session.config.epochs
     for epoch in range(first.epoch, epochs):
         t0 = time.perf_counter()
         first_update = first.update if epoch == first.epoch else 0
-        perms = []
-        for m in stack.members:
-            if first_update == 0:
-                m.sums = EpochSums()
-            perms.append(m.trainer._begin_epoch(epoch))
-        perm = torch.stack(perms)
+        perm = torch.stack([m.session.begin_epoch(epoch, first_update) for m in stack.members])
         for u in range(first_update, stack.updates_per_epoch):
             if flag.stop:
                 spent = time.perf_counter() - t0
                 for k, m in enumerate(stack.members):
                     stack.sync(k)
                     restore_rng_state(m.rng)
-                    results[m.name] = m.trainer._interrupt(epoch, m.sums.updates, m.sums,
-                                                           m.health, m.elapsed + spent,
-                                                           m.rows, None)
+                    results[m.name] = m.session.interrupt(epoch, spent)
                 return
             idx = perm[:, u * stack.batch:(u + 1) * stack.batch]
             out = stack.update(idx)
             gone = []
             for k, (m, (loss, correct, gnorm)) in enumerate(zip(stack.members, out)):
                 n = float(idx.shape[1])
-                stop = m.trainer._after_update(epoch, u, loss, correct, n, n, gnorm, m.sums,
-                                               m.health)
+                stop = m.session.after_update(epoch, u, loss, correct, n, n, gnorm)
                 if stop:
                     _close(m, epoch, stop, time.perf_counter() - t0)
-                    results[m.name] = m.trainer._finish(m.rows, m.elapsed, stop, m.health)
+                    results[m.name] = m.session.finish(stop)
                     gone.append(k)
             if gone:
                 stack.drop(gone)
@@ -444,14 +431,14 @@ def _train_stack(stack: _Stack, flag: _StopFlag, results: dict[str, RunResult]) 
             stack.sync(k)
             stop = _close(m, epoch, None, train_time)
             if stop:
-                results[m.name] = m.trainer._finish(m.rows, m.elapsed, stop, m.health)
+                results[m.name] = m.session.finish(stop)
                 gone.append(k)
         if gone:
             stack.drop(gone)
             if not stack.members:
                 return
     for m in stack.members:
-        results[m.name] = m.trainer._finish(m.rows, m.elapsed, {}, m.health)
+        results[m.name] = m.session.finish(None)
 
 
 def train_group(configs: Sequence[TrainConfig], *, lock_wait: float = 0.0
@@ -467,15 +454,14 @@ def train_group(configs: Sequence[TrainConfig], *, lock_wait: float = 0.0
     results: dict[str, RunResult] = {}
     failed: dict[int, BaseException] = {}
     members: list[_Member] = []
-    trainers: list[_Trainer] = []
+    sessions: list[RunSession] = []
     names = [c.validate().run_dir().name for c in configs]
     if len(set(names)) != len(names):
         raise LrlabError("two runs of a vectorised group have the same name")
     try:
         for i, cfg in enumerate(configs):
-            t = _Trainer(cfg, resume=True, progress=False, dist=DistContext(), echo=False,
-                         lock_wait=lock_wait)
-            trainers.append(t)
+            t = RunSession(cfg, resume=True, dist=DistContext(), echo=False, lock_wait=lock_wait)
+            sessions.append(t)
             try:
                 done = t.prepare()
                 if done is not None:
@@ -484,47 +470,46 @@ def train_group(configs: Sequence[TrainConfig], *, lock_wait: float = 0.0
                 reason = vectorise_reason(cfg)
                 if reason is not None:
                     raise LrlabError(f"cannot be vectorised ({reason})")
-                epoch, update, sums, elapsed, health, rows = t._start()
+                epoch, update = t.start()
             except Exception as exc:  # one run failing must never stop the others
                 t.settle("failed", exc)
                 failed[i] = exc
                 continue
             for other in members:  # one copy of data that is the same (the usual case)
-                d = other.trainer.data
+                d = other.session.data
                 if torch.equal(d.x_train, t.data.x_train) and torch.equal(d.y_train,
                                                                           t.data.y_train):
                     t.data = t.parts.data = d
                     break
-            members.append(_Member(t, epoch, update, sums, elapsed, health, rows,
-                                   capture_rng_state()))
+            members.append(_Member(t, epoch, update, capture_rng_state()))
         by_start: dict[tuple[int, int], list[_Member]] = {}
         for m in members:
             by_start.setdefault((m.epoch, m.update), []).append(m)
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             for part in by_start.values():
                 names_in = [m.name for m in part]
                 for m in part:
-                    m.trainer.records.event(
+                    m.session.records.event(
                         "vectorised", f"trained in one process with {len(part) - 1} other "
                         "run(s), parameters stacked", runner="vectorised", group=names_in)
                 if not flag.stop:
                     _train_stack(_Stack(part), flag, results)
         for m in members:  # a stack that never started: interrupted before its turn
             if m.name not in results:
-                m.trainer.settle("interrupted")
-                results[m.name] = RunResult(m.trainer.records.path, "interrupted",
-                                            m.trainer.records.summary() or {})
+                m.session.settle("interrupted")
+                results[m.name] = RunResult(m.session.records.path, "interrupted",
+                                            m.session.records.summary() or {})
     except KeyboardInterrupt:
-        for t in trainers:
+        for t in sessions:
             if t.records.path.name not in results:
                 t.settle("interrupted")
         raise
     except Exception as exc:
-        for t in trainers:
+        for t in sessions:
             if t.records.path.name not in results:
                 t.settle("failed", exc)
         raise
     finally:
-        for t in trainers:
+        for t in sessions:
             t.records.lock.release()
     return [failed[i] if i in failed else results[names[i]] for i in range(len(configs))]

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lrlab.errors import LrlabError
-from lrlab.lab.records import write_json_atomic
+from lrlab.lab.records import Divergence, write_json_atomic
 from lrlab.lab.train.config import TrainConfig, config_from_dict, dump_toml, load_toml
 from lrlab.lab.tune.space import SearchSpace, parse_space
 from lrlab.lab.tune.storage import open_storage, quiet_optuna
@@ -349,7 +349,8 @@ def _objective(s: TuneSettings, out: Path, say: Callable[[str], None],
             raise optuna.TrialPruned()
         if status == "diverged":
             chance = summ.get("chance_acc" if s.metric == "val_acc" else "chance_loss")
-            at = (summ.get("diverged_at") or {}).get("update")
+            record = summ.get("diverged_at")
+            at = Divergence.from_dict(record).update if isinstance(record, dict) else None
             trial.set_user_attr("diverged_at", at)
             say(f"trial {trial.number}: {shown} -> diverged at update {at}; counted at "
                 f"chance, {s.metric} {chance:.4f} ({took:.0f} s)")
