@@ -219,7 +219,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch, name: str) ->
     for stop_at in (25, 2 * per_epoch):
         out = f"cut{stop_at}"
         with monkeypatch.context() as m:
-            m.setattr(trainer_mod, "_StopFlag", _StopAt(stop_at))
+            m.setattr(trainer_mod, "StopFlag", _StopAt(stop_at))
             cut = train(_cfg(tmp_path, name, out))
         assert cut.status == "interrupted"
         done = train(_cfg(tmp_path, name, out), resume=True)

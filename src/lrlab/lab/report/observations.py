@@ -13,7 +13,7 @@ Observations (thresholds are module constants):
 - loss spike: the train loss rose more than ``SPIKE`` (20%) over the previous epoch;
 - divergence: the update, epoch and LR where the loss became non-finite or exploded;
 - collapse after learning: a run that learned and then blew up (its train loss back at chance
-  level or above, ``diverged_at.kind == "collapse"``): the epoch, update and LR, and the train
+  level or above, ``diverged_at.cause == "collapse"``): the epoch, update and LR, and the train
   loss before and after, said apart from never learning;
 - not learning: the run's status, with the trainer's own explanation;
 - overfitting: the test loss rose while the train loss fell for ``OVERFIT_EPOCHS`` (3) or more

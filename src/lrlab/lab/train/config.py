@@ -114,11 +114,12 @@ class TrainConfig:
     def resolved_model(self) -> str:
         if self.model:
             return self.model
-        if self._dataset_key() in SEQUENCE_DATASETS:
+        if self.dataset_key() in SEQUENCE_DATASETS:
             return "transformer"
         return "mlp" if self.dataset in TABULAR_DATASETS else "lenet"
 
-    def _dataset_key(self) -> str:
+    def dataset_key(self) -> str:
+        """The dataset's name as runs compare it: case, ``_`` and ``-`` do not matter."""
         return str(self.dataset).strip().lower().replace("_", "-")
 
     def use_channels_last(self, device_type: str) -> bool:
@@ -150,12 +151,12 @@ class TrainConfig:
         """The options that only some models/datasets take, and the model for the data: a
         setting that does not apply is refused (one line), never silently ignored."""
         model = self.resolved_model().strip().lower()
-        sequences = self._dataset_key() in SEQUENCE_DATASETS
+        sequences = self.dataset_key() in SEQUENCE_DATASETS
         for key in ("norm", "depth", "width", "heads"):
             if getattr(self, key) is not None and model != "transformer":
                 raise LrlabError(f"{key}: applies to the transformer model only, not to "
                                  f"{model}")
-        if self.context is not None and self._dataset_key() != "chars":
+        if self.context is not None and self.dataset_key() != "chars":
             raise LrlabError(f"context: sets the window length of the chars dataset only; "
                              f"{self.dataset} does not take it")
         if sequences and model != "transformer":

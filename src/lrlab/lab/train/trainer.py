@@ -36,16 +36,16 @@ from lrlab.lab.records import FINISHED, Divergence
 from lrlab.lab.train.config import TrainConfig
 from lrlab.lab.train.device import autocast
 from lrlab.lab.train.distributed import init_distributed
+
+# StopFlag (the loop's Ctrl-C flag) is looked up here when a run starts: a test stands in
 from lrlab.lab.train.session import (
     EpochSums,
     RunResult,
     RunSession,
+    StopFlag,
     epoch_permutation,
     evaluate,
 )
-
-# the loop's Ctrl-C flag, looked up here when a run starts (a test stands in for it)
-from lrlab.lab.train.session import StopFlag as _StopFlag
 
 __all__ = ["train", "RunResult", "update_indices", "epoch_permutation", "evaluate", "FINISHED",
            "EpochSums"]
@@ -96,7 +96,7 @@ class _LoneLoop:
         bar = self._bar(start_epoch * s.updates_per_epoch + start_update)
         stop: Divergence | None = None
         pruned = False
-        with _StopFlag() as flag:
+        with StopFlag() as flag:
             for epoch in range(start_epoch, cfg.epochs):
                 t0 = time.perf_counter()
                 first_update = start_update if epoch == start_epoch else 0
@@ -114,7 +114,7 @@ class _LoneLoop:
             bar.close()
         return s.finish(stop, pruned=pruned)
 
-    def _train_epoch(self, epoch: int, first_update: int, flag: _StopFlag, bar: Any
+    def _train_epoch(self, epoch: int, first_update: int, flag: StopFlag, bar: Any
                      ) -> Divergence | str | None:
         """Train the updates of ``epoch`` from ``first_update``; None when it completed,
         ``"interrupted"`` after Ctrl-C, or the divergence that stopped it."""

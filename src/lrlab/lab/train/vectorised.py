@@ -52,7 +52,7 @@ from lrlab.errors import LrlabError
 from lrlab.lab.data.targets import at_least_float32
 from lrlab.lab.records import Divergence
 from lrlab.lab.train.config import SEQUENCE_DATASETS, TrainConfig
-from lrlab.lab.train.device import autocast
+from lrlab.lab.train.device import autocast, select_device
 from lrlab.lab.train.distributed import DistContext
 from lrlab.lab.train.session import RunResult, RunSession, StopFlag
 from lrlab.optim.stacked import STACKED_KINDS, StackedOptimizer, member_hyper
@@ -67,17 +67,12 @@ VECTORISED_MODELS = ("lenet", "mlp")
 _SEEDED_DATA = ("blobs",)
 
 
-def _dataset_key(config: TrainConfig) -> str:
-    """The config's dataset name as ``TrainConfig`` compares it (case, ``_`` and ``-``)."""
-    return str(config.dataset).strip().lower().replace("_", "-")
-
-
 def vectorise_reason(config: TrainConfig) -> str | None:
     """Why the run ``config`` cannot train in a stack (one short phrase), or None if it can."""
     model = config.resolved_model().strip().lower()
     if model not in VECTORISED_MODELS:
         return f"model {model}"
-    if _dataset_key(config) in SEQUENCE_DATASETS:
+    if config.dataset_key() in SEQUENCE_DATASETS:
         return f"dataset {config.dataset} (targets per position)"
     if str(config.optimizer).strip().lower() not in STACKED_KINDS:
         return f"optimizer {config.optimizer}"
@@ -102,8 +97,6 @@ SLOWER_STACKED_ON_CPU = ("lenet",)
 def auto_skip_reason(config: TrainConfig) -> str | None:
     """Why ``--vectorize auto`` runs ``config`` alone although it could stack: its model's
     stack was measured slower than lone runs on this device (None: stacking pays)."""
-    from lrlab.lab.train.device import select_device
-
     model = config.resolved_model().strip().lower()
     if model not in SLOWER_STACKED_ON_CPU:
         return None
@@ -118,8 +111,8 @@ def group_key(config: TrainConfig) -> tuple[Any, ...]:
     """Runs with equal keys may share a stack: the same data, model, batch size, number of
     updates, device and precision (they may differ in seed, optimizer, LR, schedule, weight
     decay, hyper-parameters and param groups)."""
-    data_seed = config.seed if _dataset_key(config) in _SEEDED_DATA else None
-    return (_dataset_key(config), config.data_dir, config.limit, config.val_size,
+    data_seed = config.seed if config.dataset_key() in _SEEDED_DATA else None
+    return (config.dataset_key(), config.data_dir, config.limit, config.val_size,
             config.pixels, config.context, data_seed, config.resolved_model(), config.hidden,
             config.batch_size, config.epochs, config.device, config.amp, config.threads)
 
