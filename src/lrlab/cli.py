@@ -124,6 +124,15 @@ def _lr(text: str) -> float | str:
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of one run, shared by ``train`` and ``find-lr``; defaults come from TrainConfig."""
+    _data_and_model_flags(p)
+    _optimizer_and_schedule_flags(p)
+    _training_flags(p)
+    _execution_flags(p)
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
+
+
+def _data_and_model_flags(p: argparse.ArgumentParser) -> None:
+    """The dataset, its preprocessing, and the model."""
     S = argparse.SUPPRESS
     g = p.add_argument_group("data and model")
     g.add_argument("--dataset", default=S,
@@ -148,6 +157,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="transformer attention heads, dividing --width (4)")
     g.add_argument("--context", type=_positive_int, default=S,
                    help="chars: window length in characters, the transformer's context (64)")
+
+
+def _optimizer_and_schedule_flags(p: argparse.ArgumentParser) -> None:
+    """The optimizer, its hyper-parameters and parameter groups, and the LR schedule."""
+    S = argparse.SUPPRESS
     g = p.add_argument_group("optimizer and schedule")
     g.add_argument("--optimizer", default=S, help="sgd, momentum, nesterov, rmsprop, adam, adamw "
                    "(default), amsgrad, lion, adam-nobias, nsgd, adamw-schedulefree, "
@@ -169,6 +183,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", default=S, help='spec, e.g. "warmup(1ep) >> cosine()"')
     g.add_argument("--per", choices=["step", "epoch"], default=S,
                    help="step the schedule per update (default) or per epoch")
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """The training budget, batches, seed and numerics."""
+    S = argparse.SUPPRESS
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=_positive_int, default=S)
     g.add_argument("--batch-size", type=_positive_int, default=S, help="per-rank batch")
@@ -182,6 +201,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="bf16 autocast (auto: on CUDA only)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                    help="channels-last memory format (default: on for LeNet on the CPU)")
+
+
+def _execution_flags(p: argparse.ArgumentParser) -> None:
+    """Where the run goes, the device, and what is recorded."""
+    S = argparse.SUPPRESS
     g = p.add_argument_group("execution")
     g.add_argument("--out", default=S, help="parent directory of runs (default runs)")
     g.add_argument("--name", default=S, help="run directory name (default: derived)")
@@ -197,7 +221,6 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    "stability threshold of the LR; up to 100 Hessian-vector products each "
                    "(default 0: off)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress output")
-    p.add_argument("--config", metavar="FILE.toml", help="read settings from TOML (flags win)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -193,7 +193,7 @@ def plot_target(path: str | os.PathLike[str]) -> Path:
 
 # -- arguments --------------------------------------------------------------------------------
 def _check_args(start: float, end: float, steps: int, mode: str, smooth: float,
-                diverge: float, choose: str | None) -> None:
+                diverge: float, choose: str | None, window: int) -> None:
     for name, value in (("start", start), ("end", end), ("smooth", smooth),
                         ("diverge", diverge)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -214,6 +214,9 @@ def _check_args(start: float, end: float, steps: int, mode: str, smooth: float,
     if choose is not None and choose not in SUGGESTIONS:
         raise LrlabError(f"LR range test: choose must be one of {', '.join(SUGGESTIONS)}, "
                          f"got {choose!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise LrlabError(f"LR range test: window must be an odd number of points >= 1, got "
+                         f"{window!r}")
 
 
 def ramp(start: float, end: float, steps: int, mode: str = "exp") -> list[float]:
@@ -373,104 +376,141 @@ def find_lr(
     Raises:
         LrlabError: bad arguments, empty batches, or a batch that is not a pair.
     """
-    _check_args(start, end, steps, mode, smooth, diverge, choose)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise LrlabError(f"LR range test: window must be an odd number of points >= 1, got "
-                         f"{window!r}")
+    _check_args(start, end, steps, mode, smooth, diverge, choose, window)
+    ratios = _group_ratios(optimizer)
+    lrs = ramp(start, end, steps, mode)
+    val = _validation_set(val_batches)
+    t0 = time.perf_counter()
+    snapshot = _Snapshot(model, optimizer)
+    try:
+        trace = _run_ramp(model, optimizer, loss_fn, batches, lrs, ratios, smooth=smooth,
+                          diverge=diverge, val=val, cast=_autocast(model, autocast))
+    finally:
+        snapshot.restore()
+    settings = {"start": start, "end": end, "steps": steps, "mode": mode, "smooth": smooth,
+                "window": window, "diverge": diverge, "group_ratios": ratios,
+                "steps_run": len(trace.lrs), "time_s": time.perf_counter() - t0}
+    reading = _read_curve(trace, window, end, choose)
+    return LRFinderResult(
+        lrs=trace.lrs, losses=trace.losses, smoothed=reading.smoothed,
+        val_losses=trace.val_losses, val_smoothed=reading.val_smoothed, running=trace.running,
+        curve_used="validation" if trace.val_losses is not None else "train",
+        trained=reading.trained, suggestions=reading.suggestions, chosen=reading.chosen,
+        chosen_lr=reading.chosen_lr, chosen_reason=reading.chosen_reason,
+        stopped_early=trace.stopped_early, stop_reason=trace.stop_reason, settings=settings)
+
+
+def _group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's LR over group 0's (module docstring, *Param groups*)."""
     groups = optimizer.param_groups
     lr0 = as_float(groups[0]["lr"])
     if not lr0 > 0 or not math.isfinite(lr0):
         raise LrlabError(f"LR range test: param group 0 needs a positive lr to take the other "
                          f"groups' ratios from, got {lr0!r}")
-    ratios = [as_float(g["lr"]) / lr0 for g in groups]
-    schedule = ramp(start, end, steps, mode)
+    return [as_float(g["lr"]) / lr0 for g in groups]
+
+
+def _validation_set(val_batches: Iterable[Batch] | None) -> list[Any] | None:
+    """The validation batches as a list (evaluated after every update), or None."""
     val = list(val_batches) if val_batches is not None else None
     if val is not None and not val:
         raise LrlabError("LR range test: val_batches is empty")
+    return val
 
-    lrs: list[float] = []
-    losses: list[float] = []
-    val_losses: list[float] = []
-    running: list[float] = []
-    avg = 0.0
-    stopped_early, stop_reason = False, ""
-    best = math.inf
 
+def _autocast(model: torch.nn.Module,
+              dtype: torch.dtype | None) -> Callable[[], contextlib.AbstractContextManager]:
+    """A fresh context for each forward pass: ``torch.autocast`` to ``dtype`` on the model's
+    device, or nothing when ``dtype`` is None."""
     def cast() -> contextlib.AbstractContextManager:
-        if autocast is None:
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=_device_type(model), dtype=autocast)
+        return torch.autocast(device_type=_device_type(model), dtype=dtype)
 
-    t0 = time.perf_counter()
-    snapshot = _Snapshot(model, optimizer)
-    try:
-        model.train()
-        train_mode(optimizer)  # a Schedule-Free optimizer steps in train mode only
-        stream = _batch_stream(batches)
-        for i, lr in enumerate(schedule):
-            for g, r in zip(groups, ratios):
-                _set_lr(g, lr * r)
-            x, y = _unpack(next(stream))
-            optimizer.zero_grad(set_to_none=True)
-            with cast():
-                out = model(x)
-            loss = loss_fn(out, y)
-            value = float(loss.detach().float().item())
-            if not math.isfinite(value):
-                stopped_early = True
-                stop_reason = (f"stopped early at step {i + 1} of {steps}: the loss became "
-                               f"{value} at lr {lr:.3g}")
-                break
-            loss.backward()
-            optimizer.step()
-            watched = value
-            if val is not None:
-                with evaluation_point(optimizer):  # Schedule-Free: its average x
-                    watched = _evaluate(model, loss_fn, val, cast)
-                if not math.isfinite(watched):
-                    stopped_early = True
-                    stop_reason = (f"stopped early at step {i + 1} of {steps}: the validation "
-                                   f"loss became {watched} after the update with lr {lr:.3g}")
-                    break
-                val_losses.append(watched)
-            lrs.append(lr)
-            losses.append(value)
-            avg = (1 - smooth) * avg + smooth * watched
-            running.append(avg / (1 - (1 - smooth) ** (i + 1)))
-            best = min(best, running[-1])
-            if i > 0 and running[-1] > diverge * best:
-                stopped_early = True
-                stop_reason = (f"stopped early at step {i + 1} of {steps}: the moving average "
-                               f"of the {'validation ' if val is not None else ''}loss "
-                               f"{running[-1]:.4g} at lr {lr:.3g} exceeds {diverge:g} × its "
-                               f"minimum {best:.4g}")
-                break
-        else:
-            stop_reason = f"ran all {steps} steps up to lr {schedule[-1]:.3g}"
-    finally:
-        snapshot.restore()
+    return cast
 
-    settings = {"start": start, "end": end, "steps": steps, "mode": mode, "smooth": smooth,
-                "window": window, "diverge": diverge, "group_ratios": ratios,
-                "steps_run": len(lrs), "time_s": time.perf_counter() - t0}
-    smoothed, gains = smooth_curve(losses, window)
-    read_on, curve = losses, smoothed
-    if val is not None:
-        read_on = val_losses
-        curve, gains = smooth_curve(val_losses, window)
-    trained, untrained_why = _trained(read_on, curve, gains)
-    suggestions: list[Suggestion] = []
-    if trained:
-        suggestions = _suggest(lrs, curve, stopped_early, end)
-    chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, untrained_why)
-    return LRFinderResult(
-        lrs=lrs, losses=losses, smoothed=smoothed,
-        val_losses=val_losses if val is not None else None,
-        val_smoothed=curve if val is not None else None, running=running,
-        curve_used="validation" if val is not None else "train", trained=trained,
-        suggestions=suggestions, chosen=chosen, chosen_lr=chosen_lr,
-        chosen_reason=chosen_reason, stopped_early=stopped_early, stop_reason=stop_reason,
-        settings=settings)
+
+# -- the ramp: the measured curve -------------------------------------------------------------
+@dataclass
+class _Trace:
+    """What the ramp measured, finite points only: group 0's LR, the training loss before
+    each update, the validation loss after it (None without a validation set), the moving
+    average the stop watched; and how the ramp ended."""
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[float] | None = None
+    running: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+    stop_reason: str = ""
+
+    def stop(self, reason: str) -> _Trace:
+        """End the ramp early for ``reason``; returns the trace."""
+        self.stopped_early, self.stop_reason = True, reason
+        return self
+
+
+def _run_ramp(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+              batches: Iterable[Batch] | Callable[[], Iterable[Batch]], lrs: list[float],
+              ratios: list[float], *, smooth: float, diverge: float, val: list[Any] | None,
+              cast: Callable[[], contextlib.AbstractContextManager]) -> _Trace:
+    """One update per LR of ``lrs`` (group ``g`` at ``ratios[g]`` × it), recording the curve.
+
+    Stops at a NaN/inf loss (training, or validation when ``val`` is given) and when the
+    bias-corrected moving average of the watched loss exceeds ``diverge`` × its minimum
+    (module docstring, *Two averages for two jobs*). Leaves the model and the optimizer as
+    the ramp made them: the caller restores them.
+    """
+    steps, watched_name = len(lrs), "validation loss" if val is not None else "loss"
+    trace = _Trace(val_losses=[] if val is not None else None)
+    avg, best = 0.0, math.inf
+    model.train()
+    train_mode(optimizer)  # a Schedule-Free optimizer steps in train mode only
+    stream = _batch_stream(batches)
+    for i, lr in enumerate(lrs):
+        for g, r in zip(optimizer.param_groups, ratios):
+            _set_lr(g, lr * r)
+        value = _update(model, optimizer, loss_fn, next(stream), cast)
+        if not math.isfinite(value):
+            return trace.stop(f"stopped early at step {i + 1} of {steps}: the loss became "
+                              f"{value} at lr {lr:.3g}")
+        watched = value
+        if trace.val_losses is not None:
+            with evaluation_point(optimizer):  # Schedule-Free: its average x
+                watched = _evaluate(model, loss_fn, val, cast)
+            if not math.isfinite(watched):
+                return trace.stop(f"stopped early at step {i + 1} of {steps}: the validation "
+                                  f"loss became {watched} after the update with lr {lr:.3g}")
+            trace.val_losses.append(watched)
+        trace.lrs.append(lr)
+        trace.losses.append(value)
+        avg = (1 - smooth) * avg + smooth * watched
+        trace.running.append(avg / (1 - (1 - smooth) ** (i + 1)))
+        best = min(best, trace.running[-1])
+        if i > 0 and trace.running[-1] > diverge * best:
+            return trace.stop(f"stopped early at step {i + 1} of {steps}: the moving average "
+                              f"of the {watched_name} {trace.running[-1]:.4g} at lr {lr:.3g} "
+                              f"exceeds {diverge:g} × its minimum {best:.4g}")
+    trace.stop_reason = f"ran all {steps} steps up to lr {lrs[-1]:.3g}"
+    return trace
+
+
+def _update(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            loss_fn: Callable[[Any, torch.Tensor], torch.Tensor], batch: Any,
+            cast: Callable[[], contextlib.AbstractContextManager]) -> float:
+    """The loss of ``batch`` before an update on it; the update is made only when the loss
+    is finite."""
+    x, y = _unpack(batch)
+    optimizer.zero_grad(set_to_none=True)
+    with cast():
+        out = model(x)
+    loss = loss_fn(out, y)
+    value = float(loss.detach().float().item())
+    if math.isfinite(value):
+        loss.backward()
+        optimizer.step()
+    return value
 
 
 def _device_type(model: torch.nn.Module) -> str:
@@ -493,6 +533,36 @@ def _evaluate(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Tensor], tor
             count += n
     model.train()
     return total / max(count, 1)
+
+
+# -- the reading of the curve -----------------------------------------------------------------
+@dataclass
+class _Reading:
+    """What the measured curve says: the smoothed curves, whether anything trained, the
+    suggestions and the choice among them (module docstring)."""
+
+    smoothed: list[float]
+    val_smoothed: list[float] | None
+    trained: bool
+    suggestions: list[Suggestion]
+    chosen: str | None
+    chosen_lr: float | None
+    chosen_reason: str
+
+
+def _read_curve(trace: _Trace, window: int, end: float, choose: str | None) -> _Reading:
+    """Smooth the trace's curves without delay (``window`` points), decide on the watched one
+    (validation if any) whether anything trained, read the suggestions off it and choose."""
+    smoothed, gains = smooth_curve(trace.losses, window)
+    read_on, curve = trace.losses, smoothed
+    if trace.val_losses is not None:
+        read_on = trace.val_losses
+        curve, gains = smooth_curve(read_on, window)
+    trained, untrained_why = _trained(read_on, curve, gains)
+    suggestions = _suggest(trace.lrs, curve, trace.stopped_early, end) if trained else []
+    chosen, chosen_lr, chosen_reason = _choose(suggestions, choose, untrained_why)
+    return _Reading(smoothed, curve if trace.val_losses is not None else None, trained,
+                    suggestions, chosen, chosen_lr, chosen_reason)
 
 
 # -- the smoothed curve -----------------------------------------------------------------------

@@ -165,3 +165,13 @@ def test_hf_plateau_refuses_a_scheduler_without_plateau(tmp_path):
     with pytest.raises(LrlabError, match="plateau"):
         _train(tmp_path, "cosine()", 4, eval_steps=2, callbacks=[HFPlateau("loss")],
                eval_losses=EVAL)
+
+
+def test_hf_plateau_is_a_module_level_class_that_pickles_by_its_name():
+    import pickle
+
+    import lrlab.integrations.hf_plateau as module
+
+    assert HFPlateau is module.HFPlateau and HFPlateau.__qualname__ == "HFPlateau"
+    copy = pickle.loads(pickle.dumps(HFPlateau(metric="loss")))
+    assert type(copy) is HFPlateau and copy.metric == "eval_loss"

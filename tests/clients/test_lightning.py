@@ -186,3 +186,15 @@ def test_reduce_on_plateau_without_a_plateau_is_refused_not_truncated(tmp_path):
     with pytest.raises(LrlabError, match="no plateau"):
         _fit(Tiny("warmup(2) >> cosine()", {"per": "epoch", "epochs": 3}, config, val=VAL),
              tmp_path, 3, validate=True)
+
+
+def test_lightning_plateau_is_a_module_level_class_that_pickles_by_its_name():
+    import pickle
+
+    import lrlab.integrations.lightning_plateau as module
+
+    assert LightningPlateau is module.LightningPlateau
+    assert LightningPlateau.__qualname__ == "LightningPlateau"
+    assert issubclass(LightningPlateau, L.Callback)
+    copy = pickle.loads(pickle.dumps(LightningPlateau(monitor="val_acc", strict=False)))
+    assert type(copy) is LightningPlateau and (copy.monitor, copy.strict) == ("val_acc", False)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lrlab.errors import SpecError
-from lrlab.schedules.schedule import Chain, Schedule, _make, _resolve_phases
+from lrlab.schedules.schedule import Chain, Schedule, resolve_phases, schedule_of
 from lrlab.schedules.units import Context
 
 
@@ -90,7 +90,7 @@ class Product(Schedule):
         return max(lengths)
 
     def _resolved(self, ctx: Context, T: int | None, start: int = 0) -> tuple[Product, ...]:
-        return (Product(tuple(_make(_resolve_phases(f.phases, ctx, origin=start, span=T), None)
+        return (Product(tuple(schedule_of(resolve_phases(f.phases, ctx, origin=start, span=T))
                               for f in self.factors)),)
 
     # -- evaluation (resolved products only) -------------------------------------------
@@ -126,7 +126,7 @@ def multiply(a: Schedule, b: Schedule) -> Schedule:
     if len(plateaus) > 1:
         raise SpecError("a schedule can have only one plateau(...)")
     product = Product((a.without_plateau(), b.without_plateau()))
-    return _make((product,), plateaus[0] if plateaus else None)
+    return schedule_of((product,), plateaus[0] if plateaus else None)
 
 
 Schedule._multiply = staticmethod(multiply)  # for ``a * b`` (see Schedule)

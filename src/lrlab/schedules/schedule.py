@@ -65,7 +65,7 @@ class Schedule:
 
     def without_plateau(self) -> Schedule:
         """The same schedule with its plateau removed."""
-        return _make(self.phases, None)
+        return schedule_of(self.phases, None)
 
     # -- resolution -------------------------------------------------------------------
     def resolve(self, ctx: Context | None = None) -> Schedule:
@@ -75,7 +75,7 @@ class Schedule:
             ctx = Context()
         if not isinstance(ctx, Context):
             raise SpecError(f"resolve() takes a Context, got {type(ctx).__name__}")
-        return _make(_resolve_phases(self.phases, ctx), self.plateau)
+        return schedule_of(resolve_phases(self.phases, ctx), self.plateau)
 
     @functools.cached_property
     def _plan(self) -> _Plan:
@@ -183,7 +183,7 @@ class Schedule:
         plateaus = [s.plateau for s in (self, other) if s.plateau is not None]
         if len(plateaus) > 1:
             raise SpecError("a schedule can have only one plateau(...)")
-        return _make(self.phases + other.phases, plateaus[0] if plateaus else None)
+        return schedule_of(self.phases + other.phases, plateaus[0] if plateaus else None)
 
     def __rrshift__(self, other: str) -> Schedule:
         if isinstance(other, str):
@@ -248,7 +248,10 @@ class Chain(Schedule):
         return f"{body} * {self.plateau}"
 
 
-def _make(phases: tuple[Any, ...], plateau: Plateau | None) -> Schedule:
+def schedule_of(phases: tuple[Any, ...], plateau: Plateau | None = None) -> Schedule:
+    """The schedule of ``phases`` laid end to end, times ``plateau``: the phase itself when
+    there is one phase and no plateau, else a :class:`Chain` (which is never a lone phase).
+    The constructor that ``>>``, ``*`` and resolution build their results with."""
     if len(phases) == 1 and plateau is None:
         return phases[0]
     return Chain(phases, plateau)
@@ -288,11 +291,12 @@ def _check_index(t: Any, what: str) -> int:
 _TRAINING = object()
 
 
-def _resolve_phases(phases: tuple[Any, ...], ctx: Context, origin: int = 0,
-                    span: Any = _TRAINING) -> tuple[Any, ...]:
+def resolve_phases(phases: tuple[Any, ...], ctx: Context, origin: int = 0,
+                   span: Any = _TRAINING) -> tuple[Any, ...]:
     """Resolve phases laid end to end from update ``origin`` of training, within ``span``
     updates (the rest of training by default; a product's length for its factors, None:
-    open-ended)."""
+    open-ended). Returns the resolved phases (the rules are in the module docstring); a
+    SpecError names the phase that cannot be resolved."""
     total = ctx.total_steps if span is _TRAINING else span
     within = "training" if span is _TRAINING else "the product"
     out: list[Any] = []

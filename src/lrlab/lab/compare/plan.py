@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrlab.errors import LrlabError
+from lrlab.errors import LrlabError, SpecError
+from lrlab.lab.compare.presets import get_preset
 from lrlab.lab.records import COMPARISON_FILE, COMPARISON_FILES, read_comparison
 from lrlab.lab.train.config import TrainConfig, config_from_dict, load_toml
+from lrlab.schedules import parse
 
 __all__ = ["PlannedRun", "ComparisonPlan", "split_grid_values", "parse_grid", "coerce_value",
            "plan_comparison", "sanitize_name", "read_comparison", "COMPARISON_FILE",
@@ -225,68 +227,113 @@ def plan_comparison(
     Raises LrlabError (one line) for an unknown preset, key or value.
     """
     overrides = _norm_keys(dict(overrides or {}), "flags")
-    grid = dict(grid or {})
-    common: dict[str, Any] = {}
-    rows: list[dict[str, Any]] = []
-    title, source, notes = "", "", []
-    trace = baseline = None
-    plan_seeds: list[int] = [0]
-    contrasts: list[list[str]] = []
-    if preset and file:
-        raise LrlabError("give --preset or a TOML file, not both")
-    if preset:
-        from lrlab.lab.compare.presets import get_preset
-
-        p = get_preset(preset)
-        common = {**p.common, "epochs": p.epochs}
-        rows = [{"label": r.label, "settings": dict(r.settings), "notes": list(r.notes),
-                 "reference": r.reference.to_dict() if r.reference else None} for r in p.rows]
-        title, source, notes = p.title, f"preset {p.name}", list(p.notes)
-        if p.source:
-            notes.insert(0, f"Source: {p.source}.")
-        trace, baseline, plan_seeds = p.trace, p.baseline, list(p.seeds)
-        contrasts = [list(c) for c in p.contrasts]
-        for key, values in p.grid.items():
-            grid.setdefault(key, list(values))
-        default_out = Path("compare") / p.name
-    elif file:
-        path = Path(file)
-        data = load_toml(path)
-        meta = {k: data.pop(k) for k in list(data) if k in _TOML_META}
-        common = _norm_keys(data, str(path))
-        rows, file_grid = _table_rows(meta, str(path))
-        for key, values in file_grid.items():
-            grid.setdefault(key, values)
-        title = str(meta.get("title") or f"Comparison {path.stem}")
-        source = f"file {path}"
-        n = meta.get("notes", [])
-        notes = [n] if isinstance(n, str) else list(n)
-        trace, baseline = meta.get("trace"), meta.get("baseline")
-        if "seeds" in meta:
-            plan_seeds = _seed_list(meta["seeds"], str(path))
-        elif "seed" in common:
-            plan_seeds = [int(common["seed"])]
-        default_out = Path("compare") / sanitize_name(path.stem)
-    elif grid:
-        title, source = "Grid comparison", "grid"
-        default_out = Path("compare") / "grid"
-    else:
-        raise LrlabError("nothing to compare: give --preset NAME, a TOML file, or --grid "
-                         "KEY=V1,V2")
-    if "seed" in overrides:
-        plan_seeds = [int(overrides.pop("seed"))]
-    if seeds is not None:
-        plan_seeds = _seed_list(list(seeds), "--seeds")
+    given = dict(grid or {})
+    base = _base_plan(preset, file, given)
+    # the given grid first; the preset's or file's adds the keys it does not set
+    grid = {**given, **{k: v for k, v in base.grid.items() if k not in given}}
+    plan_seeds = _plan_seeds(base.seeds, overrides, seeds)
     if epochs is not None:
         overrides["epochs"] = epochs
     for key in grid:
         if key in overrides:
             raise LrlabError(f"--{key.replace('_', '-')} and --grid {key} both given")
-    if not rows:
-        rows = [{"label": "", "settings": {}, "notes": [], "reference": None}]
-    out_dir = Path(out) if out else default_out
-    title = title or "Comparison"
+    rows = base.rows or [{"label": "", "settings": {}, "notes": [], "reference": None}]
+    out_dir = Path(out) if out else base.default_out
+    runs, labels = _expand(rows, grid, plan_seeds, base.common, overrides, out_dir)
+    # the grid renames the rows' labels: contrasts no longer name them
+    contrasts = [] if grid else base.contrasts
+    return ComparisonPlan(out_dir, base.title or "Comparison", base.source, runs, labels,
+                          base.notes, base.trace, base.baseline, contrasts)
 
+
+@dataclass
+class _Base:
+    """What a preset, a TOML file or bare ``--grid`` options give a plan before the caller's
+    grid, seeds, epochs and overrides: common settings, rows (``{label, settings, notes,
+    reference}``), a grid, the seeds, the report's title, notes, trace, baseline and
+    contrasts, and the default ``--out``."""
+
+    title: str
+    source: str
+    default_out: Path
+    common: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    notes: list[str] = field(default_factory=list)
+    trace: str | None = None
+    baseline: str | None = None
+    contrasts: list[list[str]] = field(default_factory=list)
+
+
+def _base_plan(preset: str | None, file: str | Path | None,
+               grid: dict[str, list[Any]]) -> _Base:
+    """The plan's base: the preset, else the TOML file, else the bare ``grid``."""
+    if preset and file:
+        raise LrlabError("give --preset or a TOML file, not both")
+    if preset:
+        return _preset_base(preset)
+    if file:
+        return _file_base(Path(file))
+    if grid:
+        return _Base("Grid comparison", "grid", Path("compare") / "grid")
+    raise LrlabError("nothing to compare: give --preset NAME, a TOML file, or --grid "
+                     "KEY=V1,V2")
+
+
+def _preset_base(name: str) -> _Base:
+    """The base of preset ``name`` (its source, when it has one, is the first note)."""
+    p = get_preset(name)
+    notes = list(p.notes)
+    if p.source:
+        notes.insert(0, f"Source: {p.source}.")
+    rows = [{"label": r.label, "settings": dict(r.settings), "notes": list(r.notes),
+             "reference": r.reference.to_dict() if r.reference else None} for r in p.rows]
+    return _Base(p.title, f"preset {p.name}", Path("compare") / p.name,
+                 common={**p.common, "epochs": p.epochs}, rows=rows,
+                 grid={k: list(v) for k, v in p.grid.items()}, seeds=list(p.seeds),
+                 notes=notes, trace=p.trace, baseline=p.baseline,
+                 contrasts=[list(c) for c in p.contrasts])
+
+
+def _file_base(path: Path) -> _Base:
+    """The base of a TOML comparison file (module docstring): its top-level TrainConfig keys
+    are the common settings; ``seeds``, else a common ``seed``, the seeds."""
+    data = load_toml(path)
+    meta = {k: data.pop(k) for k in list(data) if k in _TOML_META}
+    common = _norm_keys(data, str(path))
+    rows, grid = _table_rows(meta, str(path))
+    title = str(meta.get("title") or f"Comparison {path.stem}")
+    n = meta.get("notes", [])
+    base = _Base(title, f"file {path}", Path("compare") / sanitize_name(path.stem),
+                 common=common, rows=rows, grid=grid,
+                 notes=[n] if isinstance(n, str) else list(n), trace=meta.get("trace"),
+                 baseline=meta.get("baseline"))
+    if "seeds" in meta:
+        base.seeds = _seed_list(meta["seeds"], str(path))
+    elif "seed" in common:
+        base.seeds = [int(common["seed"])]
+    return base
+
+
+def _plan_seeds(default: list[int], overrides: dict[str, Any],
+                seeds: Sequence[int] | None) -> list[int]:
+    """The seeds of every row: ``seeds`` when given, else a ``seed`` among the ``overrides``
+    (taken out of them: each run gets its own), else ``default``."""
+    plan_seeds = default
+    if "seed" in overrides:
+        plan_seeds = [int(overrides.pop("seed"))]
+    if seeds is not None:
+        plan_seeds = _seed_list(list(seeds), "--seeds")
+    return plan_seeds
+
+
+def _expand(rows: list[dict[str, Any]], grid: dict[str, list[Any]], seeds: list[int],
+            common: dict[str, Any], overrides: dict[str, Any],
+            out_dir: Path) -> tuple[list[PlannedRun], list[dict[str, Any]]]:
+    """The runs (rows × grid × seeds, in that order) and the labels (one per row and grid
+    point, in display order). Settings: ``common``, then the row's, the grid point's and the
+    ``overrides``, each above the one before."""
     runs: list[PlannedRun] = []
     labels: list[dict[str, Any]] = []
     keys = list(grid)
@@ -304,23 +351,25 @@ def plan_comparison(
             if base in used:
                 base = f"{base}-{len(used)}"
             used[base] = label
-            for seed in plan_seeds:
-                settings = {**common, **row["settings"], **dict(zip(keys, combo)), **overrides}
-                name = f"{base}-s{seed}"
-                settings.update(seed=seed, out=str(out_dir / "runs"), name=name)
-                config = config_from_dict(settings, source=f"run {label!r}")
-                _check_schedule(config, label)
-                runs.append(PlannedRun(name, label, seed, config))
-    if grid:  # the grid renames the rows' labels: contrasts no longer name them
-        contrasts = []
-    return ComparisonPlan(out_dir, title, source, runs, labels, notes, trace, baseline,
-                          contrasts)
+            settings = {**common, **row["settings"], **dict(zip(keys, combo)), **overrides}
+            runs += _seeded_runs(label, base, settings, seeds, out_dir)
+    return runs, labels
+
+
+def _seeded_runs(label: str, base: str, settings: dict[str, Any], seeds: list[int],
+                 out_dir: Path) -> list[PlannedRun]:
+    """One run of ``settings`` per seed, named ``{base}-s{seed}``, its config checked."""
+    runs = []
+    for seed in seeds:
+        name = f"{base}-s{seed}"
+        config = config_from_dict({**settings, "seed": seed, "out": str(out_dir / "runs"),
+                                   "name": name}, source=f"run {label!r}")
+        _check_schedule(config, label)
+        runs.append(PlannedRun(name, label, seed, config))
+    return runs
 
 
 def _check_schedule(config: TrainConfig, label: str) -> None:
-    from lrlab.errors import SpecError
-    from lrlab.schedules import parse
-
     try:
         parse(config.schedule)
     except SpecError as exc:

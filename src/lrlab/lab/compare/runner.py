@@ -60,6 +60,21 @@ class RunOutcome:
     seconds: float = 0.0
 
 
+#: This module's import name (``lrlab.lab.compare.runner``), for the commands that start
+#: workers: taken from the module itself, so moving the module cannot leave a stale string.
+#: ``__spec__`` keeps the real name under ``python -m`` too, where ``__name__`` is
+#: ``"__main__"``.
+_MODULE = __spec__.name if __spec__ is not None else __name__
+
+
+def _python_calling(entry: Callable[[str], int], job: Path) -> list[str]:
+    """The ``python -c`` command that calls ``entry(job)``, ``entry`` a function of this
+    module (``worker_main`` or ``group_worker_main``), and exits with what it returns."""
+    name = entry.__name__
+    return [sys.executable, "-c", f"import sys; from {_MODULE} import {name}; "
+            f"sys.exit({name}(sys.argv[1]))", str(job)]
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -118,10 +133,9 @@ class _Worker:
         write_json_atomic(self.job, {"config": run.config.to_dict(), "result": str(self.result)})
         if nproc > 1:  # one torchrun per run: its ranks share this worker's cores
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={nproc}", "-m", "lrlab.lab.compare.runner", str(self.job)]
+                   f"--nproc-per-node={nproc}", "-m", _MODULE, str(self.job)]
         else:
-            cmd = [sys.executable, "-c", "import sys; from lrlab.lab.compare.runner import "
-                   "worker_main; sys.exit(worker_main(sys.argv[1]))", str(self.job)]
+            cmd = _python_calling(worker_main, self.job)
         self.log, self.proc = _launch(cmd, logs / f"{run.name}.log", threads)
         self.started = time.perf_counter()
 
@@ -165,8 +179,7 @@ class _GroupWorker:
         self.result.unlink(missing_ok=True)
         write_json_atomic(self.job, {"configs": [r.config.to_dict() for r in runs],
                                      "result": str(self.result)})
-        cmd = [sys.executable, "-c", "import sys; from lrlab.lab.compare.runner import "
-               "group_worker_main; sys.exit(group_worker_main(sys.argv[1]))", str(self.job)]
+        cmd = _python_calling(group_worker_main, self.job)
         self.log, self.proc = _launch(cmd, logs / f"{stem}.log", threads)
         self.started = time.perf_counter()
 
@@ -238,10 +251,7 @@ def worker_main(job_path: str) -> int:
         payload = {"status": "interrupted", "summary": {}}
     except Exception as exc:  # one run failing must never stop the comparison
         traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        if not isinstance(exc, LrlabError):
-            message = f"{type(exc).__name__}: {message}"
-        payload = {"status": "failed", "summary": {}, "error": message}
+        payload = {"status": "failed", "summary": {}, "error": _error_line(exc)}
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports for the run
         write_json_atomic(result_path, payload)
     return 0
@@ -363,6 +373,33 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
         raise LrlabError(f"--jobs must be a positive integer, got {jobs}")
     if vectorize == "on" or nproc_per_run > 1:  # refuse before anything is written
         _units([(r, False) for r in plan.runs], vectorize, nproc_per_run, None)
+    meta_path, meta = _prepare_out(plan, force)
+    if progress is None:
+        progress = echo and sys.stderr.isatty()
+    bar = _bar(len(plan.runs), progress)
+    say = write or (bar.write if bar is not None else print)
+    if nproc_per_run <= 0:
+        raise LrlabError(f"--nproc-per-run must be a positive integer, got {nproc_per_run}")
+    tally = _Tally(len(plan.runs), meta_path, meta, say if echo else None, bar)
+    pending = _pending(plan, tally)
+    units = _units(pending, vectorize, nproc_per_run, say if echo else None)
+    # fewer units than --jobs (one stack, say): the cores are shared among those that run
+    threads = max(1, _cores() // (max(1, min(jobs, len(units))) * nproc_per_run))
+    try:
+        _run_units(units, jobs, threads, plan.out, vectorize, nproc_per_run, tally)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        raise
+    if bar is not None:
+        bar.close()
+    return [tally.outcomes[r.name] for r in plan.runs]
+
+
+def _prepare_out(plan: ComparisonPlan, force: bool) -> tuple[Path, dict[str, Any]]:
+    """Check ``plan.out`` and its stored runs, then write the plan to ``comparison.json``
+    with the failures of earlier attempts at runs still in the plan. Returns the file's
+    path and what it holds (the tally keeps its failures up to date)."""
     check_comparison_dir(plan, force)
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
@@ -376,90 +413,108 @@ def run_comparison(plan: ComparisonPlan, jobs: int = 1, *, progress: bool | None
     if meta_path.exists():
         old_failures = dict(read_comparison(out).get("failures") or {})
     names = {r.name for r in plan.runs}
-    failures = {k: v for k, v in old_failures.items() if k in names}
     meta = plan.to_dict()
-    meta["failures"] = failures
+    meta["failures"] = {k: v for k, v in old_failures.items() if k in names}
     write_json_atomic(meta_path, meta)
+    return meta_path, meta
 
-    if progress is None:
-        progress = echo and sys.stderr.isatty()
-    bar = _bar(len(plan.runs), progress)
-    say = write or (bar.write if bar is not None else print)
-    if nproc_per_run <= 0:
-        raise LrlabError(f"--nproc-per-run must be a positive integer, got {nproc_per_run}")
-    n = len(plan.runs)
-    outcomes: dict[str, RunOutcome] = {}
-    done = 0
 
-    def finish(o: RunOutcome) -> None:
-        nonlocal done
-        done += 1
-        outcomes[o.name] = o
+class _Tally:
+    """The outcomes so far: each finished run is kept, its failure (or success) recorded in
+    ``comparison.json``, echoed as a line through ``say`` (None: silent) and ticked on the
+    progress bar."""
+
+    def __init__(self, n: int, meta_path: Path, meta: dict[str, Any],
+                 say: Callable[[str], None] | None, bar: Any) -> None:
+        self.n, self.meta_path, self.meta, self.say, self.bar = n, meta_path, meta, say, bar
+        self.outcomes: dict[str, RunOutcome] = {}
+        self.done = 0
+
+    def finish(self, o: RunOutcome) -> None:
+        """Record the outcome ``o`` of one run."""
+        self.done += 1
+        self.outcomes[o.name] = o
+        failures = self.meta["failures"]
         if o.status == "failed":
             failures[o.name] = o.error or "failed"
         else:
             failures.pop(o.name, None)
-        meta["failures"] = failures
-        write_json_atomic(meta_path, meta)
-        if echo:
-            say(_outcome_line(done, n, o))
-        if bar is not None:
-            bar.update(1)
+        write_json_atomic(self.meta_path, self.meta)
+        if self.say is not None:
+            self.say(_outcome_line(self.done, self.n, o))
+        if self.bar is not None:
+            self.bar.update(1)
 
+
+def _pending(plan: ComparisonPlan, tally: _Tally) -> list[tuple[PlannedRun, bool]]:
+    """The runs still to train, each with whether it resumes an interrupted run; the
+    finished ones go to ``tally`` as skipped."""
     pending: list[tuple[PlannedRun, bool]] = []
     for run in plan.runs:
         records = RunRecords(run.config.run_dir())
         summary = records.summary() or {}
         if records.exists() and summary.get("status") in FINISHED:
-            finish(RunOutcome(run.name, run.label, summary["status"], summary, skipped=True))
+            tally.finish(RunOutcome(run.name, run.label, summary["status"], summary,
+                                    skipped=True))
         else:
             pending.append((run, records.exists()))
-    units = _units(pending, vectorize, nproc_per_run, say if echo else None)
-    # fewer units than --jobs (one stack, say): the cores are shared among those that run
-    threads = max(1, _cores() // (max(1, min(jobs, len(units))) * nproc_per_run))
+    return pending
+
+
+def _run_units(units: list[list[tuple[PlannedRun, bool]]], jobs: int, threads: int, out: Path,
+               vectorize: str, nproc_per_run: int, tally: _Tally) -> None:
+    """Train ``units`` in worker processes, at most ``jobs`` at a time, each outcome to
+    ``tally`` as its worker ends. A KeyboardInterrupt stops the workers (``_stop``) and is
+    re-raised."""
     running: list[_Worker | _GroupWorker] = []
     try:
         while units or running:
             while units and len(running) < jobs:
-                unit = units.pop(0)
-                for run, _ in unit:
-                    if run.config.threads is None:
-                        run.config.threads = threads
-                if len(unit) == 1 and not _is_stack(unit, vectorize, nproc_per_run):
-                    run, resumed = unit[0]
-                    running.append(_Worker(run, out, run.config.threads, resumed,
-                                           nproc_per_run))
-                else:
-                    running.append(_GroupWorker([r for r, _ in unit], out,
-                                                unit[0][0].config.threads or threads,
-                                                [res for _, res in unit]))
+                running.append(_start(units.pop(0), out, threads, vectorize, nproc_per_run))
             time.sleep(0.05)
             for w in [w for w in running if w.proc.poll() is not None]:
                 running.remove(w)
                 for o in w.outcomes():
-                    finish(o)
+                    tally.finish(o)
     except KeyboardInterrupt as stop:
-        # After Ctrl-C, workers in our process group got the same signal and checkpoint; one
-        # that did not (the signal was sent to this process only) is asked to stop after a
-        # grace period. After SIGTERM (Terminated) no worker got anything: ask them at once.
-        grace = 0 if isinstance(stop, Terminated) else 2
-        for w in running:
-            try:
-                try:
-                    w.proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    w.proc.send_signal(signal.SIGTERM if grace == 0 else signal.SIGINT)
-                    w.proc.wait()
-            except KeyboardInterrupt:
-                w.proc.kill()
-                w.proc.wait()
-            w.log.close()
-        if bar is not None:
-            bar.close()
+        _stop(running, stop)
         raise
-    if bar is not None:
-        bar.close()
-    return [outcomes[r.name] for r in plan.runs]
+
+
+def _start(unit: list[tuple[PlannedRun, bool]], out: Path, threads: int, vectorize: str,
+           nproc_per_run: int) -> _Worker | _GroupWorker:
+    """The worker of one unit: a run alone, or a stack; runs without a thread count of their
+    own get ``threads``."""
+    for run, _ in unit:
+        if run.config.threads is None:
+            run.config.threads = threads
+    if len(unit) == 1 and not _is_stack(unit, vectorize, nproc_per_run):
+        run, resumed = unit[0]
+        return _Worker(run, out, run.config.threads, resumed, nproc_per_run)
+    return _GroupWorker([r for r, _ in unit], out, unit[0][0].config.threads or threads,
+                        [res for _, res in unit])
+
+
+def _stop(running: list[_Worker | _GroupWorker], stop: KeyboardInterrupt) -> None:
+    """Wait for the workers after an interrupt, asking those that go on to stop.
+
+    After Ctrl-C, workers in our process group got the same signal and checkpoint; one that
+    did not (the signal was sent to this process only) is asked to stop (SIGINT) after a
+    grace period. After SIGTERM (:class:`Terminated`) no worker got anything: they are asked
+    at once (SIGTERM). A second interrupt while waiting kills the worker.
+    """
+    grace = 0 if isinstance(stop, Terminated) else 2
+    for w in running:
+        try:
+            try:
+                w.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                w.proc.send_signal(signal.SIGTERM if grace == 0 else signal.SIGINT)
+                w.proc.wait()
+        except KeyboardInterrupt:
+            w.proc.kill()
+            w.proc.wait()
+        w.log.close()
 
 
 def _is_stack(unit: list[tuple[PlannedRun, bool]], vectorize: str, nproc_per_run: int) -> bool:

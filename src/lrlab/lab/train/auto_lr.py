@@ -67,10 +67,10 @@ from lrlab.finder import LRFinderResult, find_lr, plot_target
 from lrlab.lab.data.targets import mean_loss
 from lrlab.lab.train.config import TrainConfig
 from lrlab.lab.train.distributed import DistContext
-from lrlab.lab.train.parts import RunParts, build_run
-from lrlab.schedules import Schedule, parse, untuned_warmup_steps
+from lrlab.lab.train.parts import RunParts, build_run, optimizer_hyper
+from lrlab.schedules import Schedule, constant, cosine, parse, untuned_warmup_steps, warmup
 
-__all__ = ["run_find_lr", "pick_lr", "train_command", "suggested_schedule",
+__all__ = ["run_find_lr", "pick_lr", "train_command", "train_flags", "suggested_schedule",
            "default_plot_path", "validation_batches", "FINDER_DEFAULTS", "VAL_EXAMPLES",
            "VAL_SUBSET_SEED"]
 
@@ -201,7 +201,6 @@ def run_find_lr(config: TrainConfig, start: float = 1e-7, end: float = 10.0, ste
 
 def _fits(config: TrainConfig, schedule: Schedule, updates_per_epoch: int) -> str | None:
     """None when the trainer can bind ``schedule`` to this run, else the reason it cannot."""
-    from lrlab.lab.train.parts import optimizer_hyper
     from lrlab.optim import build_optimizer
     from lrlab.scheduler import Scheduler
 
@@ -222,7 +221,6 @@ def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Sch
     Composed from Schedule objects (module docstring), so ``str()`` of it always parses.
     """
     from lrlab.optim.build import SCHEDULE_FREE
-    from lrlab.schedules import constant, cosine, warmup
 
     own = parse(config.schedule)
     schedule_free = config.optimizer.strip().lower() in SCHEDULE_FREE
@@ -254,8 +252,11 @@ def suggested_schedule(config: TrainConfig, updates_per_epoch: int) -> tuple[Sch
     return schedule, note
 
 
-def _flags(config: TrainConfig) -> list[str]:
-    """The train flags that give ``config`` (where it differs from the defaults)."""
+def train_flags(config: TrainConfig) -> list[str]:
+    """The ``lrlab train`` flags that give ``config``, in field order, for the fields where
+    it differs from the defaults. Not carried: ``lr`` and ``schedule`` (the caller adds its
+    own), ``quiet`` and ``eval_batch_size`` (no flag). The range test's and the tuner's
+    ``lrlab train`` lines are built on it."""
     defaults = TrainConfig()
     args: list[str] = []
     for name in TrainConfig.__dataclass_fields__:
@@ -291,7 +292,8 @@ def train_command(config: TrainConfig, chosen_lr: float, updates_per_epoch: int)
     """
     lr = chosen_lr / _lr_scale(config, config.batch_size * config.accumulate)
     schedule, note = suggested_schedule(config, updates_per_epoch)
-    args = ["lrlab", "train", *_flags(config), "--lr", f"{lr:.3g}", "--schedule", str(schedule)]
+    args = ["lrlab", "train", *train_flags(config), "--lr", f"{lr:.3g}", "--schedule",
+            str(schedule)]
     return " ".join(shlex.quote(a) for a in args) + f"\n# {note}"
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from lrlab.errors import LrlabError
 from lrlab.lab.compare.plan import coerce_value
 from lrlab.lab.train.config import TrainConfig, config_from_dict
+from lrlab.schedules import Context
 from lrlab.schedules import parse as parse_schedule
 
 __all__ = ["Dimension", "SearchSpace", "parse_space", "WARMUP_KEY"]
@@ -376,8 +377,6 @@ _CHECK_UPDATES_PER_EPOCH = 1000
 
 def _check_fits(config: TrainConfig) -> None:
     """The schedule's phases fit in the run's epochs (SpecError otherwise)."""
-    from lrlab.schedules import Context
-
     per_epoch = _CHECK_UPDATES_PER_EPOCH
     beta2 = config.betas[1] if config.betas else 0.999
     lr = config.lr if isinstance(config.lr, float) else 1.0

@@ -413,9 +413,9 @@ def _best(study: Any, s: TuneSettings) -> dict[str, Any] | None:
 def _train_command(config: TrainConfig) -> str:
     import shlex
 
-    from lrlab.lab.train.auto_lr import _flags
+    from lrlab.lab.train.auto_lr import train_flags
 
-    args = ["lrlab", "train", *_flags(config), "--lr", repr(config.lr), "--schedule",
+    args = ["lrlab", "train", *train_flags(config), "--lr", repr(config.lr), "--schedule",
             config.schedule]
     return " ".join(shlex.quote(a) for a in args)
 
