@@ -185,16 +185,27 @@ def a_study(tmp_path_factory) -> Path:
     return out
 
 
+# TMP in an argument is this test's own tmp_path: paths said not to exist are made sure not to
+# (a global path such as /nonexistent/dir may exist on a shared machine where tests run as root)
 @pytest.mark.parametrize("args, message", [
     (["--space", "lr=log(1e-3"], "expected log"),
     (["--space", "lr=log(1e-3, 1)", "--space", "learning_rate=log(1e-3, 1)"], "unknown key"),
     (["--space", "lr=log(1e-3, 1)", "--sampler", "grid"], "continuous range"),
     (["--space", "lr=log(1e-3, 1)", "--balance", "lr"], "choice"),
+    # the study is in study.db: another storage is refused before it is opened
     (["--space", "lr=log(1e-3, 1)", "--storage", "postgresql://u:pw@127.0.0.1:1/db"],
-     "cannot open the study storage"),
+     "not of postgresql://u:***@127.0.0.1:1/db"),
+    (["--space", "lr=log(1e-3, 1)", "--storage", "journal:TMP/j.log"],
+     "not of journal:TMP/j.log"),
+    (["--storage", "journal:TMP/j.log", "--space", "lr=log(1e-3, 1)"],
+     "not of journal:TMP/j.log"),
     (["--space", "lr=log(1e-3, 1)", "--storage", "redis://localhost"], "expected sqlite"),
-    (["--space", "lr=log(1e-3, 1)", "--storage", "journal:/nonexistent/dir/j.log"],
-     "does not exist"),
+    (["--space", "lr=log(1e-3, 1)", "--storage", "journal:TMP/missing/dir/j.log"],
+     "directory TMP/missing/dir does not exist"),
+    (["--storage", "journal:TMP/missing/dir/j.log", "--space", "lr=log(1e-3, 1)"],
+     "directory TMP/missing/dir does not exist"),
+    (["--space", "lr=log(1e-3, 1)", "--storage", "sqlite:///TMP/missing/s.db"],
+     "directory TMP/missing does not exist"),
     (["--space", "lr=log(1e-3, 1)", "--no-prune", "--pruner", "median"], "contradicts"),
     (["--space", "lr=log(1e-3, 1)", "--val-size", "0", "--dataset", "blobs"],
      "validation split"),
@@ -207,15 +218,95 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_study_alone(tmp_path, a_st
 
     out = tmp_path / "study"
     shutil.copytree(a_study, out)
+    files = tmp_path / "files"
+    files.mkdir()
+    args = [a.replace("TMP", str(files)) for a in args]
+    message = message.replace("TMP", str(files))
     base = ["--dataset", "classification", "--epochs", "1", "--threads", "1",
             "--final-seeds", "0", "--trials", "1", "--out", str(out)]
-    before = (out / "study.db").read_bytes()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = lrlab("tune", *base, *args)
     assert bad.returncode == 2, bad.stderr
     lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in bad.stderr
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in bad.stderr, \
+        bad.stderr
     assert "pw" not in bad.stderr
-    assert (out / "study.db").read_bytes() == before
+    # nothing was written: not in the study, not where a storage was named
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not any(files.iterdir())
+
+
+def test_the_out_of_a_study_is_refused_to_any_other_storage(tmp_path):
+    """A second, different storage pointed at a used --out is refused before it is opened,
+    whichever storage the study is in; the same storage, and the directory copied with its
+    own study.db, continue the study."""
+    first = f"journal:{tmp_path / 'first.log'}"
+    out = tmp_path / "out"
+    s = settings_from(space=["lr=log(1e-3, 1e-1)"], overrides={**CLS, "epochs": 1}, trials=1,
+                      final_seeds=0)
+    tune(s, out=out, storage=first, echo=False)
+    journal = (tmp_path / "first.log").read_bytes()
+    runs = sorted(p.name for p in (out / "trials").iterdir())
+    assert runs == ["study-t0000"]
+    for other in (None, f"journal:{tmp_path / 'second.log'}",
+                  f"sqlite:///{tmp_path / 'second.db'}"):
+        with pytest.raises(LrlabError, match=r"holds study 'study' of the storage journal:.*"
+                           "first.log") as e:
+            tune(s, out=out, storage=other, echo=False)
+        assert "\n" not in str(e.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["first.log", "out"]
+        assert not (out / "study.db").exists()
+    assert (tmp_path / "first.log").read_bytes() == journal
+    assert sorted(p.name for p in (out / "trials").iterdir()) == runs
+    # the same storage, spelt journal://PATH, continues it
+    s.trials = 2
+    assert tune(s, out=out, storage=f"journal://{tmp_path / 'first.log'}",
+                echo=False).finished == 2
+    # a study in OUT/study.db, copied elsewhere, continues from the copy's own study.db
+    import shutil
+
+    own = tmp_path / "own"
+    tune(s, out=own, echo=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(own, copy)
+    s.trials = 3
+    assert tune(s, out=copy, echo=False).finished == 3
+    assert len(load(own).get_trials()) == 2 and len(load(copy).get_trials()) == 3
+    with pytest.raises(LrlabError, match="continue it there \\(without --storage\\)"):
+        tune(s, out=copy, storage=first, echo=False)
+
+
+def test_an_unreachable_server_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    bad = lrlab("tune", "--dataset", "classification", "--epochs", "1", "--threads", "1",
+                "--final-seeds", "0", "--trials", "1", "--out", str(out), "--space",
+                "lr=log(1e-3, 1)", "--storage", "postgresql://u:pw@127.0.0.1:1/db")
+    assert bad.returncode == 2, bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open the study storage" in lines[0], bad.stderr
+    assert "pw" not in bad.stderr and "Traceback" not in bad.stderr
+    assert not out.exists()
+
+
+def test_inputs_are_checked_before_the_out_directory_whatever_the_flag_order(tmp_path):
+    """A bad storage and a bad --out together: the storage is named, in either order."""
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.md").write_text("mine\n")
+    missing = tmp_path / "missing" / "dir"
+    space = ["--dataset", "blobs", "--space", "lr=log(1e-3, 1)", "--trials", "1"]
+    for args in (["--storage", f"journal:{missing}/j.log", "--out", str(user)],
+                 ["--out", str(user), "--storage", f"journal:{missing}/j.log"]):
+        bad = lrlab("tune", *space, *args)
+        assert bad.returncode == 2 and f"directory {missing} does not exist" in bad.stderr, \
+            bad.stderr
+    s = settings_from(space=["lr=log(1e-3, 1)"], overrides={"dataset": "blobs"}, trials=1)
+    with pytest.raises(LrlabError, match="--heartbeat"):
+        tune(s, out=user, storage="redis://x", heartbeat=0, echo=False)
+    with pytest.raises(LrlabError, match="expected sqlite"):
+        tune(s, out=user, storage="redis://x", echo=False)
+    assert sorted(p.name for p in user.iterdir()) == ["notes.md"]
+    assert not (tmp_path / "missing").exists()
 
 
 def test_the_readme_preset_is_known_and_valid():

@@ -27,8 +27,8 @@ from typing import Any, NoReturn
 
 from lrlab.errors import LrlabError
 
-__all__ = ["open_storage", "storage_label", "HeartbeatJournalStorage", "MAX_RETRY",
-           "quiet_optuna"]
+__all__ = ["open_storage", "check_storage", "storage_file", "storage_label",
+           "HeartbeatJournalStorage", "MAX_RETRY", "quiet_optuna"]
 
 #: how many times a trial whose worker died is tried again
 MAX_RETRY = 2
@@ -105,40 +105,89 @@ def HeartbeatJournalStorage(path: str | Path, heartbeat: int = 30) -> Any:  # no
     return cls(JournalFileBackend(str(path)), heartbeat, 3 * heartbeat, _retry())
 
 
+def check_storage(url: str | None, heartbeat: int = 30) -> str:
+    """Check ``url`` (None: the default ``OUT/study.db``) and ``heartbeat`` without opening,
+    creating or writing anything, and return the label safe to print: the URL's form first,
+    then the file system paths it names (a journal file that is a directory, a parent
+    directory that does not exist), in that order whatever order the flags came in.
+
+    Raises:
+        LrlabError: one line, the password never shown.
+    """
+    if heartbeat < 1:
+        raise LrlabError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    if url is None:
+        return ""
+    label = storage_label(url)
+    journal = _journal_path(url)
+    if journal is not None:
+        if not str(journal) or str(journal) == ".":
+            raise LrlabError(f"--storage {label}: give a file, journal:PATH")
+    else:
+        scheme = url.partition(":")[0].lower()
+        if not scheme.startswith(("sqlite", "postgresql", "mysql")) or "://" not in url:
+            raise LrlabError(f"--storage {label}: expected sqlite:///PATH, "
+                             "postgresql://USER@HOST:PORT/DB, mysql://... or journal:PATH")
+    # the form is right: now the paths it names
+    if journal is not None:
+        if journal.is_dir():
+            raise LrlabError(f"--storage {label}: {journal} is a directory, not a journal "
+                             "file")
+        if not journal.parent.is_dir():
+            raise LrlabError(f"--storage {label}: directory {journal.parent} does not exist")
+        return label
+    path = _sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise LrlabError(f"--storage {label}: directory {path.parent} does not exist")
+    return label
+
+
+def _journal_path(url: str) -> Path | None:
+    """The file of a ``journal:PATH`` URL; None for any other URL."""
+    if not url.startswith("journal:"):
+        return None
+    return Path(url[len("journal:"):].removeprefix("//"))
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL; None for in-memory and other URLs."""
+    if not url.partition(":")[0].lower().startswith("sqlite"):
+        return None
+    path = url.partition(":///")[2].partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def storage_file(url: str) -> tuple[str, Path] | None:
+    """("journal" or "sqlite", the file) of a storage kept in one file, made absolute; None
+    for a database server (or an in-memory SQLite). Reads nothing but the path's links."""
+    journal = _journal_path(url)
+    if journal is not None:
+        return "journal", journal.resolve()
+    path = _sqlite_path(url)
+    return ("sqlite", path.resolve()) if path is not None else None
+
+
 def open_storage(url: str | None, out: Path, heartbeat: int = 30) -> tuple[Any, str]:
     """The storage for ``url`` (None: ``out/study.db``) and a label safe to print.
+
+    Everything :func:`check_storage` checks is checked first, before anything is created.
 
     Raises:
         LrlabError: an unknown scheme, a missing database driver, or a server that cannot
             be reached or refuses us; one line, the password never shown.
     """
-    if heartbeat < 1:
-        raise LrlabError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    check_storage(url, heartbeat)
     if url is None:
         out.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(out / 'study.db').resolve()}"
     label = storage_label(url)
-    if url.startswith("journal:"):
-        path = Path(url[len("journal:"):].removeprefix("//"))
-        if not str(path) or str(path) == ".":
-            raise LrlabError(f"--storage {label}: give a file, journal:PATH")
-        if path.is_dir():
-            raise LrlabError(f"--storage {label}: {path} is a directory, not a journal file")
-        if not path.parent.is_dir():
-            raise LrlabError(f"--storage {label}: directory {path.parent} does not exist")
+    journal = _journal_path(url)
+    if journal is not None:
         try:
-            return HeartbeatJournalStorage(path, heartbeat), label
+            return HeartbeatJournalStorage(journal, heartbeat), label
         except (OSError, ValueError) as exc:
             raise LrlabError(f"--storage {label}: {_first_line(exc)}") from None
     scheme = url.partition(":")[0].lower()
-    if not scheme.startswith(("sqlite", "postgresql", "mysql")) or "://" not in url:
-        raise LrlabError(f"--storage {label}: expected sqlite:///PATH, "
-                         "postgresql://USER@HOST:PORT/DB, mysql://... or journal:PATH")
-    if scheme.startswith("sqlite"):
-        path = url.partition(":///")[2]
-        if path and path != ":memory:" and not Path(path).parent.is_dir():
-            raise LrlabError(f"--storage {label}: directory {Path(path).parent} does not "
-                             "exist")
     from optuna.storages import RDBStorage
 
     kwargs: dict[str, Any] = {}

@@ -48,7 +48,13 @@ from lrlab.errors import LrlabError
 from lrlab.lab.records import Divergence, write_json_atomic
 from lrlab.lab.train.config import TrainConfig, config_from_dict, dump_toml, load_toml
 from lrlab.lab.tune.space import SearchSpace, parse_space
-from lrlab.lab.tune.storage import open_storage, quiet_optuna
+from lrlab.lab.tune.storage import (
+    check_storage,
+    open_storage,
+    quiet_optuna,
+    storage_file,
+    storage_label,
+)
 
 __all__ = ["tune", "run", "TuneResult", "TuneSettings", "SAMPLERS", "PRUNERS", "METRICS",
            "settings_from"]
@@ -471,7 +477,9 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
     URL shared by every worker (see :func:`lrlab.lab.tune.storage.open_storage`);
     ``heartbeat`` its liveness interval in seconds. ``jobs`` applies to the final retraining.
     Raises LrlabError for a storage that cannot be opened or a study made with other
-    settings, before any trial starts.
+    settings, before any trial starts. Every input (the heartbeat, the storage URL's form, the
+    directories it names) is checked before ``out`` is looked at, and ``out`` is checked
+    (a user's files, a study of another storage) before anything is opened or written.
     """
     from lrlab.lab.compare.runner import sigterm_as_interrupt
     from lrlab.lab.tune.report import write_tune_report
@@ -480,7 +488,8 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
     if not echo:
         say = _silent
     out_dir = Path(out) if out is not None else Path("tune") / settings.study
-    _check_out(out_dir)
+    check_storage(storage, heartbeat)
+    _check_out(out_dir, storage)
     quiet_optuna()
     store, label = open_storage(storage, out_dir, heartbeat)
     shared = storage is not None
@@ -535,13 +544,54 @@ def tune(settings: TuneSettings, *, out: str | Path | None = None, storage: str 
 MARKER = "tune.json"
 
 
-def _check_out(out: Path) -> None:
-    """``out`` is new, empty, or ours (it has the marker): never write into a user's files."""
+def _check_out(out: Path, storage: str | None = None) -> None:
+    """``out`` is new, empty, or ours (it has the marker): never write into a user's files.
+    Ours, it must be the study's in the storage it was made with (``storage``: the URL given,
+    None for ``out/study.db``): a new study elsewhere would collide with its trials' runs."""
     if out.exists() and not out.is_dir():
         raise LrlabError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise LrlabError(f"--out {out} holds files lrlab tune did not write; give a new or "
-                         "empty directory")
+    if not out.is_dir():
+        return
+    marker = out / MARKER
+    if not marker.is_file():
+        if any(out.iterdir()):
+            raise LrlabError(f"--out {out} holds files lrlab tune did not write; give a new or "
+                             "empty directory")
+        return
+    try:
+        made = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return  # an unreadable marker records no storage: opening the study says the rest
+    recorded = made.get("storage") if isinstance(made, dict) else None
+    if not isinstance(recorded, str) or not recorded or _same_storage(recorded, storage, out):
+        return
+    given = storage_label(storage) if storage is not None else f"{out / 'study.db'} (the default)"
+    how = "without --storage" if _own_database(recorded, out) else \
+        "with the --storage it was made with"
+    raise LrlabError(f"--out {out} holds study {str(made.get('study'))!r} of the storage "
+                     f"{recorded}, not of {given}: continue it there ({how}), or give a new "
+                     "--out")
+
+
+def _own_database(recorded: str, out: Path) -> bool:
+    """``recorded`` is the default ``study.db`` of a tune directory and ``out`` has its own
+    (the directory was moved or copied: its study lives on in ``out/study.db``)."""
+    found = storage_file(recorded)
+    return found is not None and found[0] == "sqlite" and found[1].name == "study.db" and \
+        (out / "study.db").is_file()
+
+
+def _same_storage(recorded: str, storage: str | None, out: Path) -> bool:
+    """Whether the storage the marker of ``out`` records is the one ``storage`` names."""
+    default = f"sqlite:///{(out / 'study.db').resolve()}"
+    now = storage if storage is not None else default
+    if storage_label(now) == recorded:
+        return True
+    found, wanted = storage_file(recorded), storage_file(now)
+    if found is None or wanted is None:
+        return False  # database servers: the same URL (its password hidden) or not
+    return found == wanted or (wanted == storage_file(default) and
+                               _own_database(recorded, out))
 
 
 def run(*, preset: str | None = None, file: str | Path | None = None,
