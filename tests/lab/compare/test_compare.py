@@ -3,6 +3,8 @@ resumable, failures isolated), and one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -161,7 +163,8 @@ def test_bad_toml_is_one_line_exit_2(text, capsys, tmp_path):
 # -- running -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def grid_dir(tmp_path_factory):
-    """A 2x2 grid plus a diverging row, run with --jobs 2 (the slow part, done once)."""
+    """A 2x2 grid plus a diverging row, run with --jobs 2 (the slow part, done once, here:
+    the tests that use it may run in any order), with what the first run printed."""
     base = tmp_path_factory.mktemp("cmp")
     f = base / "runs.toml"
     f.write_text('[[run]]\nlabel = "sgd"\noptimizer = "sgd"\nlr = 0.1\n'
@@ -173,14 +176,16 @@ def grid_dir(tmp_path_factory):
     argv = ["compare", str(f), "--grid", "schedule=constant();cosine()", "--dataset",
             "classification", "--limit", "512", "--batch-size", "32", "--epochs", "2",
             "--jobs", "2", "--out", str(out)]
-    return out, argv
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(argv)
+    return out, argv, code, printed.getvalue()
 
 
-def test_grid_runs_all_reports_and_isolates_divergence(grid_dir, capsys):
-    out, argv = grid_dir
+def test_grid_runs_all_reports_and_isolates_divergence(grid_dir):
+    out, argv, code, text = grid_dir
     # the diverging row is in the grid too: 3 rows x 2 schedules
-    assert main(argv) == 0
-    text = capsys.readouterr().out
+    assert code == 0
     meta = json.loads((out / "comparison.json").read_text())
     assert len(meta["runs"]) == 6
     for r in meta["runs"]:
@@ -199,9 +204,8 @@ def test_grid_runs_all_reports_and_isolates_divergence(grid_dir, capsys):
 
 
 def test_rerun_skips_finished_runs_and_report_reproduces(grid_dir, capsys):
-    out, argv = grid_dir
-    if not (out / "comparison.json").exists():
-        main(argv)
+    out, argv, code, _ = grid_dir
+    assert code == 0
     capsys.readouterr()
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")}
     csv_before = (out / "summary.csv").read_bytes()
