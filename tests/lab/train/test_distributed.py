@@ -39,7 +39,7 @@ def distributed(*args, nproc=2):
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
 def assert_close_params(a: Path, b: Path, tol: float = 1e-5) -> None:

@@ -96,7 +96,7 @@ def test_batches_are_slices_of_a_seeded_permutation():
 
 
 def _params(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
 def _comparable(rows):
@@ -234,12 +234,17 @@ def test_config_toml_with_flags_overriding(tmp_path, mnist_dir):
     (["--schedule", "warmup(3ep) >> cosine()", "--epochs", "2"], "longer"),
     (["--schedule", "cosine(("], "position"),
     (["--dataset", "imagenet"], "imagenet"),
-    (["--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
-    (["--config", "/nonexistent.toml"], "not found"),
+    (["--data-dir", "TMP/missing/dir"], "TMP/missing/dir"),
+    (["--config", "TMP/missing.toml"], "not found"),
     (["--betas", "0.9,1.5"], "betas"),
-    (["--resume", "/nonexistent/run"], "not a run directory"),
+    (["--resume", "TMP/missing/run"], "not a run directory"),
 ])
 def test_train_errors_are_one_line_exit_2(tmp_path, mnist_dir, args, needle):
+    # TMP: a folder of this test's own that surely does not exist (a global path such as
+    # /nonexistent may exist on a shared machine)
+    missing = tmp_path / "absent"
+    args = [a.replace("TMP", str(missing)) for a in args]
+    needle = needle.replace("TMP", str(missing))
     base = ["train", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--quiet"]
     if "--data-dir" in args:
         base = ["train", "--out", str(tmp_path), "--quiet"]
@@ -257,7 +262,7 @@ def test_param_group_flags_reach_the_optimizer(tmp_path):
                       lr_mult={"1.*": 0.1}, layer_decay=0.5, no_decay=["3.weight"],
                       out=str(tmp_path), quiet=True)
     res = train(cfg)
-    groups = torch.load(res.path / "checkpoint.pt", weights_only=False)["optimizer"][
+    groups = torch.load(res.path / "checkpoint.pt", weights_only=True)["optimizer"][
         "param_groups"]
     by_name = {n: (g["initial_lr"], g["weight_decay"]) for g in groups for n in g["param_names"]}
     assert by_name["1.weight"] == (pytest.approx(0.01 * 0.1 * 0.5), 0.1)
